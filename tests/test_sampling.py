@@ -1,0 +1,176 @@
+"""Sampler behaviour: stages, guidance, renorm, callbacks, errors."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from lumina_core.sampling import OFFICIAL_PRESETS, SampleConfig, guided_velocity, sample
+from lumina_core.schedule import Stage
+from conftest import caption
+
+
+@pytest.fixture
+def noise():
+    return torch.randn(1, 4, 4, 16, 32, generator=torch.Generator().manual_seed(7))
+
+
+@pytest.fixture
+def captions():
+    feats, mask = caption(2, 8, 48, [8, 3], seed=8)
+    return (feats[:1], mask[:1]), (feats[1:, :3], mask[1:, :3])  # negative row shorter than positive
+
+
+def small(config: SampleConfig, steps: int = 8) -> SampleConfig:
+    return replace(config, steps=steps)
+
+
+def record_batches(model):
+    rows = []
+    handle = model.register_forward_hook(lambda module, args, out: rows.append((args[0].shape[0], args[5], args[6])))
+    return rows, handle
+
+
+def test_from_official_reads_tuples_and_json_lists():
+    as_tuples = SampleConfig.from_official(OFFICIAL_PRESETS["f24F96R960"])
+    as_json = SampleConfig.from_official('{"P": ["2x4", [0.03, "2x2"], [0.125, "1x2"]], "step": 70, "ts": 24, '
+                                         '"renorm": 2, "cfg": [20, [0.2, 0]], "motion": 6.0, '
+                                         '"negMotion": [2.0, [0.05, 6.0]]}')
+    assert as_tuples == as_json
+    assert [s.patch for s in as_json.stages] == ["2x4", "2x2", "1x2"]
+    assert as_json.cfg == (20, (0.2, 0)) and as_json.neg_motion == (2.0, (0.05, 6.0))
+    assert len(as_json.plan()) == 69
+    assert SampleConfig.from_official(as_json.to_official()) == as_json
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"P": "1x2", "step": 1}, "step 1"),
+    ({"P": ["2x4", [0.5, "1x2"], [0.3, "2x2"]]}, "not increasing"),
+    ({"P": "1x2", "cfg": [4, [1.2, 0]]}, r"outside \[0, 1\]"),
+    ({"P": "1x2", "steps": 30}, "unknown keys"),
+    ({"step": 30}, "no 'P'"),
+    ("{not json", "not valid JSON"),
+])
+def test_bad_official_configs_are_refused(config, message):
+    with pytest.raises(ValueError, match=message):
+        SampleConfig.from_official(config)
+
+
+def test_running_stages_one_at_a_time_equals_one_call_bit_for_bit(tiny_model, noise, captions):
+    config = small(SampleConfig.preset("f24F96R960"), steps=12)
+    whole = sample(tiny_model, noise, *captions, config)
+    chained = noise
+    for part in config.split():
+        chained = sample(tiny_model, chained, *captions, part)
+    assert len(config.split()) == 3
+    assert torch.equal(whole, chained)
+
+
+def test_callback_reports_every_step_in_order(tiny_model, noise, captions):
+    config = small(SampleConfig.preset("f16F64R512"), steps=10)
+    seen = []
+    final = sample(tiny_model, noise, *captions, config, callback=seen.append)
+    assert [d["step"] for d in seen] == list(range(9)) and [d["index"] for d in seen] == list(range(9))
+    assert all(d["total"] == 9 for d in seen)
+    grid = config.grid()
+    for d in seen:
+        assert d["t"] == grid[d["step"]].item() and d["t_next"] == grid[d["step"] + 1].item()
+        assert (d["f_patch_size"], d["patch_size"]) == {"2x4": (2, 4), "2x2": (2, 2), "1x2": (1, 2)}[
+            next(s.patch for s in config.stages if s.covers(d["t"]))]
+    # x is the latent before each step: x_{i+1} = x_i + dt * velocity_i.
+    for before, after in zip(seen, seen[1:]):
+        assert torch.equal(after["x"], before["x"] + (grid[after["step"]] - grid[before["step"]]) * before["velocity"])
+    last = seen[-1]
+    assert torch.equal(final, last["x"] + (grid[-1] - grid[-2]) * last["velocity"])
+
+
+def test_exception_in_callback_stops_sampling_and_leaves_inputs_untouched(tiny_model, noise, captions):
+    original = noise.clone()
+    calls = []
+
+    def cancel(info):
+        calls.append(info["step"])
+        if info["step"] == 2:
+            raise KeyboardInterrupt("cancelled")
+
+    with pytest.raises(KeyboardInterrupt):
+        sample(tiny_model, noise, *captions, small(SampleConfig.preset("f16F64R512")), callback=cancel)
+    assert calls == [0, 1, 2]
+    assert torch.equal(noise, original)
+
+
+def test_zero_cfg_drops_the_negative_row(tiny_model, noise, captions):
+    rows, handle = record_batches(tiny_model)
+    try:
+        config = SampleConfig.from_official({"P": "2x4", "step": 6, "ts": 3.0, "cfg": [4.0, [0.5, 0.0]],
+                                             "renorm": -1, "motion": 6.0, "negMotion": 2.0})
+        sample(tiny_model, noise, *captions, config)
+    finally:
+        handle.remove()
+    grid = config.grid()[:-1].tolist()
+    assert [r[0] for r in rows] == [2 if t < 0.5 else 1 for t in grid]
+
+
+def test_guidance_and_renorm_follow_the_formula(tiny_model, noise, captions):
+    (pos_f, pos_m), (neg_f, neg_m) = captions
+    stage = Stage(2, 2)
+    t = 0.3
+    with torch.no_grad():
+        v_pos = tiny_model(noise, torch.tensor([t]), pos_f, pos_m, torch.tensor([5.0]), 2, 2)
+        v_neg = tiny_model(noise, torch.tensor([t]), neg_f, neg_m, torch.tensor([1.0]), 2, 2)
+    guided = v_pos + 3.0 * (v_pos - v_neg)
+    plain = guided_velocity(tiny_model, noise, t, stage, captions[0], captions[1], 3.0, 5.0, 1.0, renorm=-1)
+    assert torch.allclose(plain, guided, atol=1e-5, rtol=1e-5)
+    ratio = (guided.norm() / v_pos.norm()).item()
+    assert ratio > 1.5
+    capped = guided_velocity(tiny_model, noise, t, stage, captions[0], captions[1], 3.0, 5.0, 1.0, renorm=1.5)
+    assert capped.norm().item() == pytest.approx(1.5 * v_pos.norm().item(), rel=1e-5)
+    assert torch.allclose(capped / capped.norm(), guided / guided.norm(), atol=1e-6)
+    loose = guided_velocity(tiny_model, noise, t, stage, captions[0], captions[1], 3.0, 5.0, 1.0, renorm=ratio + 1)
+    assert torch.allclose(loose, guided, atol=1e-5, rtol=1e-5)
+
+
+def test_motion_values_reach_the_model(tiny_model, noise, captions):
+    seen = []
+    handle = tiny_model.register_forward_hook(lambda m, args, out: seen.append(args[4].tolist()))
+    try:
+        config = SampleConfig.from_official({"P": "1x2", "step": 4, "ts": 0, "cfg": 2.0, "renorm": -1,
+                                             "motion": [-1.0, [0.5, 4.0]], "negMotion": [2.0, [0.3, 6.0]]})
+        sample(tiny_model, noise, *captions, config)
+    finally:
+        handle.remove()
+    # grid 0, 1/3, 2/3: motion -1 until 0.5 then 4; negMotion 2 until 0.3 then 6.
+    assert seen == [[-1.0, 2.0], [-1.0, 6.0], [4.0, 6.0]]
+
+
+def test_unknown_patch_pair_is_refused_before_any_model_call(tiny_model, noise, captions):
+    rows, handle = record_batches(tiny_model)
+    try:
+        with pytest.raises(ValueError, match=r"1x4 .*has embedders for 1x2, 2x2, 2x4"):
+            sample(tiny_model, noise, *captions, SampleConfig.from_official({"P": ["2x4", [0.5, "1x4"]], "step": 5}))
+    finally:
+        handle.remove()
+    assert rows == []
+
+
+def test_indivisible_latent_is_refused_for_the_stage_that_needs_it(tiny_model, captions):
+    latent = torch.zeros(1, 4, 4, 10, 32)  # 10 rows: fine for patch 2, not for patch 4
+    with pytest.raises(ValueError, match="height 10 is not divisible by patch size 4; use 8 or 12"):
+        sample(tiny_model, latent, *captions, small(SampleConfig.preset("f24F96R960")))
+    sample(tiny_model, latent, *captions, small(SampleConfig.preset("f24F96R960-SingleScale"), steps=3))
+
+
+def test_caption_width_and_missing_negative_are_refused(tiny_model, noise, captions):
+    config = small(SampleConfig.preset("f16F64R512"), steps=4)
+    wide = caption(1, 8, 64, [8])
+    with pytest.raises(ValueError, match="hidden size must be 48"):
+        sample(tiny_model, noise, wide, wide, config)
+    with pytest.raises(ValueError, match="needs a negative caption"):
+        sample(tiny_model, noise, captions[0], None, config)
+    no_cfg = replace(config, cfg=0.0)
+    assert sample(tiny_model, noise, captions[0], None, no_cfg).shape == noise.shape
+
+
+def test_stages_with_a_gap_are_refused():
+    with pytest.raises(ValueError, match="without gap or overlap"):
+        SampleConfig(stages=(Stage(4, 2, 0.0, 0.2), Stage(2, 1, 0.3, 1.0)))
