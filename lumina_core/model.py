@@ -256,6 +256,24 @@ class FinalLayer(nn.Module):
         return self.linear(self.norm_final(x) * (1 + self.adaLN_modulation(c)[:, None]))
 
 
+def compute_frames(frames: int, f_patch_size: int) -> int:
+    """Frames the embedder sees: an image (one frame) is repeated f-patch times to fill one patch."""
+    return f_patch_size if frames == 1 else frames
+
+
+def check_latent_size(size: Sequence[int], patch_size: int, f_patch_size: int) -> None:
+    """Raise a clear error unless latent frames/height/width divide by a stage's patch sizes."""
+    frames, height, width = size
+    if compute_frames(frames, f_patch_size) % f_patch_size:
+        raise ValueError(f"latent frame count {frames} is not divisible by f-patch size {f_patch_size}; "
+                         f"use a multiple of {f_patch_size} (or 1 frame for an image), or a stage with f-patch 1")
+    for name, value in (("height", height), ("width", width)):
+        if value % patch_size:
+            lower = value // patch_size * patch_size
+            raise ValueError(f"latent {name} {value} is not divisible by patch size {patch_size}; use "
+                             f"{lower} or {lower + patch_size} (pixels: x8 for the CogVideoX VAE)")
+
+
 def patch_key(patch_size: int, f_patch_size: int) -> str:
     """Module key of a patch pair, as in the official checkpoints ("P-F")."""
     return f"{patch_size}-{f_patch_size}"
@@ -330,22 +348,8 @@ class NextDiT(nn.Module):
             self._rope_cache[key] = rope_frequencies(self.config.head_dim, self.config.rope_theta, *grid).to(device)
         return self._rope_cache[key]
 
-    @staticmethod
-    def _compute_frames(frames: int, f_patch_size: int) -> int:
-        # An image (one frame) is repeated f-patch times so it fills one temporal patch.
-        return f_patch_size if frames == 1 else frames
-
     def check_latent_size(self, size: Sequence[int], patch_size: int, f_patch_size: int) -> None:
-        """Raise a clear error unless frames/height/width divide by the patch sizes."""
-        frames, height, width = size
-        if self._compute_frames(frames, f_patch_size) % f_patch_size:
-            raise ValueError(f"latent frame count {frames} is not divisible by f-patch size {f_patch_size}; "
-                             f"use a multiple of {f_patch_size} (or 1 frame for an image), or a stage with f-patch 1")
-        for name, value in (("height", height), ("width", width)):
-            if value % patch_size:
-                lower = value // patch_size * patch_size
-                raise ValueError(f"latent {name} {value} is not divisible by patch size {patch_size}; use "
-                                 f"{lower} or {lower + patch_size} (pixels: x8 for the CogVideoX VAE)")
+        check_latent_size(size, patch_size, f_patch_size)
 
     def _patchify(self, item: torch.Tensor, patch_size: int, f_patch_size: int) -> torch.Tensor:
         frames = item.shape[1]
@@ -357,7 +361,7 @@ class NextDiT(nn.Module):
     def _unpatchify(self, tokens: torch.Tensor, size, patch_size: int, f_patch_size: int) -> torch.Tensor:
         frames, height, width = size
         item = rearrange(tokens, "(f h w) (pf ph pw c) -> c (f pf) (h ph) (w pw)",
-                         f=self._compute_frames(frames, f_patch_size) // f_patch_size,
+                         f=compute_frames(frames, f_patch_size) // f_patch_size,
                          h=height // patch_size, w=width // patch_size,
                          pf=f_patch_size, ph=patch_size, pw=patch_size)
         return item[:, :frames]
@@ -407,7 +411,7 @@ class NextDiT(nn.Module):
         dtype = self.all_x_embedder[patch_key(patch_size, f_patch_size)].weight.dtype
         device = items[0].device
         tokens = [self._patchify(item.to(dtype), patch_size, f_patch_size) for item in items]
-        grids = [(self._compute_frames(f, f_patch_size) // f_patch_size, h // patch_size, w // patch_size)
+        grids = [(compute_frames(f, f_patch_size) // f_patch_size, h // patch_size, w // patch_size)
                  for f, h, w in sizes]
         lengths = [len(tok) for tok in tokens]
         longest = max(lengths)

@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from .model import check_latent_size
 from .schedule import (
     Stage,
     normalize_time_aware,
@@ -51,7 +52,8 @@ class SampleConfig:
 
     ``stages`` must be contiguous (each starts where the previous ends); grid points outside
     them are not evaluated, so a config holding one stage runs just that part of the schedule.
-    ``cfg``, ``motion`` and ``neg_motion`` are time-aware values; motion < 0 = no motion condition.
+    ``cfg``, ``motion``, ``neg_motion`` and ``renorm`` are time-aware values (the official configs
+    use a constant renorm; per-stage values need it time-aware); motion < 0 = no motion condition.
     """
 
     stages: tuple[Stage, ...]
@@ -60,7 +62,7 @@ class SampleConfig:
     cfg: Any = 4.0
     motion: Any = 6.0
     neg_motion: Any = 2.0
-    renorm: float = -1.0
+    renorm: Any = -1.0
     name: str = field(default="", compare=False)
 
     def __post_init__(self):
@@ -74,10 +76,8 @@ class SampleConfig:
         time_grid(self.steps, self.shift)  # validates steps and shift
         object.__setattr__(self, "stages", stages)
         object.__setattr__(self, "steps", int(self.steps))
-        for name in ("cfg", "motion", "neg_motion"):
+        for name in ("cfg", "motion", "neg_motion", "renorm"):
             object.__setattr__(self, name, normalize_time_aware(getattr(self, name), name))
-        if isinstance(self.renorm, bool) or not isinstance(self.renorm, (int, float)):
-            raise ValueError(f"renorm {self.renorm!r} must be a number (<= 0 = off, e.g. 2)")
 
     # -- official dicts ----------------------------------------------------------------------
     @classmethod
@@ -111,10 +111,17 @@ class SampleConfig:
 
     def to_official(self) -> dict:
         """The official dict form (JSON-serialisable with lists)."""
-        return {"P": patch_schedule_from_stages(self.stages), "step": self.steps, "ts": self.shift or 0.0, "renorm": self.renorm, "cfg": self.cfg,
-                "motion": self.motion, "negMotion": self.neg_motion}
+        return {"P": patch_schedule_from_stages(self.stages), "step": self.steps, "ts": self.shift or 0.0,
+                "renorm": self.renorm, "cfg": self.cfg, "motion": self.motion, "negMotion": self.neg_motion}
 
     # -- stages ------------------------------------------------------------------------------
+    def with_stage(self, stage: Stage, cfg: float, motion: float, neg_motion: float, renorm: float) -> "SampleConfig":
+        """This config with ``stage`` appended (it must start where the last stage ends) and the given
+        guidance values in force from its start: how a chain of stage nodes builds a schedule."""
+        values = {name: _switch_at(getattr(self, name), stage.t_start, new)
+                  for name, new in (("cfg", cfg), ("motion", motion), ("neg_motion", neg_motion), ("renorm", renorm))}
+        return replace(self, stages=(*self.stages, stage), **values)
+
     def covers_all(self) -> bool:
         return self.stages[0].t_start == 0.0 and self.stages[-1].t_end == 1.0
 
@@ -136,17 +143,33 @@ class SampleConfig:
         return calls
 
 
+def _switch_at(value, t: float, new):
+    """A time-aware value equal to ``value`` before t and ``new`` from t on."""
+    if t <= 0.0:
+        return new
+    entries = [value] if not isinstance(value, tuple) else [value[0], *(p for p in value[1:] if p[0] < t)]
+    if value_at(tuple(entries) if len(entries) > 1 else entries[0], t) == new:
+        return tuple(entries) if len(entries) > 1 else entries[0]
+    return (*entries, (t, new))
+
+
 # -- model checks ----------------------------------------------------------------------------
-def check_runnable(model, latent_shape: Sequence[int], config: SampleConfig) -> None:
-    """Raise before any model call if a stage's patch pair or the latent size doesn't fit."""
+def check_latent_fits(latent_shape: Sequence[int], config: SampleConfig) -> None:
+    """Raise unless every stage's patch sizes divide the latent [B, C, F, H, W] (no model needed)."""
     if len(latent_shape) != 5:
         raise ValueError(f"latent shape {tuple(latent_shape)} is not [B, C, F, H, W]")
+    for stage in config.stages:
+        check_latent_size(latent_shape[2:], stage.patch_size, stage.f_patch_size)
+
+
+def check_runnable(model, latent_shape: Sequence[int], config: SampleConfig) -> None:
+    """Raise before any model call if a stage's patch pair or the latent size doesn't fit."""
+    check_latent_fits(latent_shape, config)
     channels = model.config.in_channels
     if latent_shape[1] != channels:
         raise ValueError(f"latent has {latent_shape[1]} channels; this model needs {channels}")
     for stage in config.stages:
         model.check_patch(stage.patch_size, stage.f_patch_size)
-        model.check_latent_size(latent_shape[2:], stage.patch_size, stage.f_patch_size)
 
 
 def _pad_captions(a: Caption, b: Caption) -> tuple[torch.Tensor, torch.Tensor]:
@@ -206,7 +229,8 @@ def sample(model, noise: torch.Tensor, cond: Caption, uncond: Optional[Caption],
     grid = config.grid()
     for index, (step, t, t_next, stage) in enumerate(calls):
         velocity = guided_velocity(model, x, t, stage, cond, uncond, float(value_at(config.cfg, t)),
-                                   value_at(config.motion, t), value_at(config.neg_motion, t), config.renorm)
+                                   value_at(config.motion, t), value_at(config.neg_motion, t),
+                                   float(value_at(config.renorm, t)))
         if callback is not None:
             callback(dict(step=step, t=t, t_next=t_next, x=x, velocity=velocity, patch_size=stage.patch_size,
                           f_patch_size=stage.f_patch_size, index=index, total=len(calls)))

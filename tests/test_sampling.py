@@ -174,3 +174,18 @@ def test_caption_width_and_missing_negative_are_refused(tiny_model, noise, capti
 def test_stages_with_a_gap_are_refused():
     with pytest.raises(ValueError, match="without gap or overlap"):
         SampleConfig(stages=(Stage(4, 2, 0.0, 0.2), Stage(2, 1, 0.3, 1.0)))
+
+
+def test_stage_chain_builds_the_official_schedule():
+    """Appending stages with per-stage guidance reproduces f24F96R960's time-aware values."""
+    first = SampleConfig(stages=(Stage(4, 2, 0.0, 0.03),), steps=70, shift=24.0, cfg=20, motion=6.0,
+                         neg_motion=2.0, renorm=2)
+    config = (first.with_stage(Stage(2, 2, 0.03, 0.125), cfg=20, motion=6.0, neg_motion=2.0, renorm=2)
+                   .with_stage(Stage(2, 1, 0.125, 1.0), cfg=20, motion=6.0, neg_motion=2.0, renorm=2))
+    official = SampleConfig.preset("f24F96R960")
+    assert config.stages == official.stages and config.cfg == 20 and config.renorm == 2
+    switched = first.with_stage(Stage(2, 1, 0.03, 1.0), cfg=0, motion=6.0, neg_motion=6.0, renorm=2)
+    assert switched.cfg == (20, (0.03, 0)) and switched.neg_motion == (2.0, (0.03, 6.0))
+    assert switched.motion == 6.0
+    with pytest.raises(ValueError, match="without gap or overlap"):
+        first.with_stage(Stage(2, 1, 0.5, 1.0), cfg=1, motion=1, neg_motion=1, renorm=1)
