@@ -1,0 +1,173 @@
+"""Command line: ``python -m lumina_core generate --prompt TEXT --motion M --seed S --out FILE.mp4``.
+
+Defaults to the demo models (:mod:`lumina_core.demo`); ``--model``, ``--text-encoder``/``--tokenizer``
+and ``--vae`` switch to real files (e.g. the official 2B folder, Gemma-2-2B, CogVideoX-2b's VAE).
+Every argument is checked before any model loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from .sampling import OFFICIAL_PRESETS, SampleConfig
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class UsageError(ValueError):
+    """A command-line value is invalid; the message names it and the fix."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lumina_core", description="Lumina-Video on the command line.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    gen = commands.add_parser("generate", help="text to video (mp4 + contact-sheet PNG)")
+    gen.add_argument("--prompt", required=True, help="what the video shows")
+    gen.add_argument("--negative-prompt", default="", help="what to steer away from (default: empty)")
+    gen.add_argument("--motion", type=float, default=None,
+                     help="motion score of the positive branch (optical-flow magnitude; < 0 = no motion "
+                          "condition; official default 6)")
+    gen.add_argument("--neg-motion", type=float, default=None,
+                     help="motion score of the negative branch (default: the schedule's, officially 2 then 6)")
+    gen.add_argument("--seed", type=int, default=0, help="noise seed")
+    gen.add_argument("--out", type=Path, required=True, help="output .mp4 (a .png contact sheet is written beside it)")
+    gen.add_argument("--model", type=Path, help="Lumina-Video checkpoint (folder or file); default: demo model")
+    gen.add_argument("--text-encoder", type=Path, help="Gemma-2 folder or .safetensors; default: demo encoder")
+    gen.add_argument("--tokenizer", type=Path, help="tokenizer folder (needed with a single-file text encoder)")
+    gen.add_argument("--vae", type=Path, help="CogVideoX VAE folder or .safetensors; default: demo VAE")
+    gen.add_argument("--schedule", help="preset name (" + ", ".join(OFFICIAL_PRESETS) + ") or an official "
+                     "sample-config JSON object; default: the demo schedule, or f16F64R512 with --model")
+    gen.add_argument("--steps", type=int, help="override the schedule's step count")
+    gen.add_argument("--width", type=int, help="pixels, a multiple of 8 x the largest patch size")
+    gen.add_argument("--height", type=int, help="pixels, a multiple of 8 x the largest patch size")
+    gen.add_argument("--frames", type=int, help="8m or 8m+1 frames (e.g. 16, 49, 96), or 1 for an image")
+    gen.add_argument("--fps", type=float, help="frame rate of the mp4")
+    gen.add_argument("--dtype", choices=DTYPES, default="fp32", help="weight dtype (fp32 on CPU)")
+    gen.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    return parser
+
+
+def resolve_schedule(text: str | None, use_demo: bool) -> SampleConfig:
+    from .demo import DEMO_SCHEDULE
+
+    if text is None:
+        return SampleConfig.from_official(DEMO_SCHEDULE, name="demo") if use_demo else SampleConfig.preset("f16F64R512")
+    if text in OFFICIAL_PRESETS:
+        return SampleConfig.preset(text)
+    if text.lstrip().startswith("{"):
+        return SampleConfig.from_official(text, name="custom")
+    raise UsageError(f"--schedule {text!r} is neither a preset ({', '.join(OFFICIAL_PRESETS)}) nor a JSON object "
+                     "like '{\"P\": \"1x2\", \"step\": 30, \"ts\": 8}'")
+
+
+def check_paths(args) -> None:
+    for flag in ("model", "text_encoder", "tokenizer", "vae"):
+        path = getattr(args, flag)
+        if path is not None and not path.exists():
+            raise UsageError(f"--{flag.replace('_', '-')} {path} does not exist; give an existing file or folder")
+    if args.text_encoder is not None and args.text_encoder.is_file() and args.tokenizer is None:
+        raise UsageError(f"--text-encoder {args.text_encoder} is a single file; add --tokenizer FOLDER with the "
+                         "Gemma tokenizer files")
+    if (args.model is None) != (args.text_encoder is None) or (args.model is None) != (args.vae is None):
+        raise UsageError("give --model, --text-encoder and --vae together (real models), or none of them (demo)")
+    out = args.out
+    if out.suffix.lower() != ".mp4":
+        raise UsageError(f"--out {out} must end in .mp4")
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder; give a file name such as {out / 'video.mp4'}")
+
+
+def plan(args) -> tuple[SampleConfig, "VideoRequest", float]:
+    """Validate every value; returns (schedule, request, fps)."""
+    from .demo import DEMO_SIZE
+    from .pipeline import VideoRequest, check_pixel_size, latent_shape, pixel_multiple
+    from .sampling import check_latent_fits
+
+    check_paths(args)
+    use_demo = args.model is None
+    config = resolve_schedule(args.schedule, use_demo)
+    changes = {}
+    if args.steps is not None:
+        changes["steps"] = args.steps
+    if args.motion is not None:
+        changes["motion"] = args.motion
+    if args.neg_motion is not None:
+        changes["neg_motion"] = args.neg_motion
+    config = replace(config, **changes)
+    defaults = DEMO_SIZE if use_demo else {"width": 672, "height": 384, "frames": 64, "fps": 16}
+    width, height, frames, fps = (defaults[key] if getattr(args, key) is None else getattr(args, key)
+                                  for key in ("width", "height", "frames", "fps"))
+    if fps <= 0:
+        raise UsageError(f"--fps {fps} must be positive, e.g. 8, 16 or 24")
+    request = VideoRequest(prompt=args.prompt, negative_prompt=args.negative_prompt, width=width, height=height,
+                           frames=frames, seed=args.seed)
+    check_pixel_size(width, height, pixel_multiple(config))
+    try:
+        check_latent_fits(latent_shape(request), config)
+    except ValueError as error:
+        raise UsageError(f"--frames {frames}: {error} (frame counts 8m give 2m latent frames, 8m+1 give 2m+1)") from None
+    return config, request, fps
+
+
+def load_components(args):
+    from .checkpoint import load_model
+    from .demo import DEMO_IS_TRAINED, load_demo
+    from .text import load_text_encoder
+    from .vae import load_vae
+
+    dtype, device = DTYPES[args.dtype], torch.device(args.device)
+    if args.model is None:
+        if not DEMO_IS_TRAINED:
+            print("note: the demo models are untrained random weights (no trained demo ships yet): "
+                  "the pipeline runs end to end but the video is noise", file=sys.stderr)
+        demo = load_demo()
+        return (demo.transformer.to(device, dtype), demo.text_model.to(device, dtype), demo.tokenizer,
+                demo.vae.to(device, dtype))
+    text_model, tokenizer = load_text_encoder(args.text_encoder, tokenizer_path=args.tokenizer, dtype=dtype,
+                                              device=device)
+    return load_model(args.model, dtype=dtype, device=device), text_model, tokenizer, load_vae(args.vae, dtype, device)
+
+
+def generate(args) -> Path:
+    from tqdm import tqdm
+
+    from .pipeline import check_request, generate_video
+    from .video_io import write_contact_sheet, write_mp4
+
+    config, request, fps = plan(args)
+    start = time.perf_counter()
+    model, text_model, tokenizer, vae = load_components(args)
+    check_request(model, request, config)
+    with tqdm(total=len(config.plan()), desc="sampling", unit="step") as bar:
+        def progress(info):
+            bar.set_postfix_str(f"t={info['t']:.3f} patch {info['f_patch_size']}x{info['patch_size']}")
+            bar.update(1)
+
+        frames = generate_video(model, text_model, tokenizer, vae, request, config, callback=progress)
+    settings = {"prompt": request.prompt, "negative_prompt": request.negative_prompt, "seed": request.seed,
+                "width": request.width, "height": request.height, "frames": request.frames, "fps": fps,
+                "schedule": config.to_official(), "model": str(args.model or "demo")}
+    metadata = {"lumina_video": json.dumps(settings)}
+    video = write_mp4(args.out, frames.numpy(), fps, metadata=metadata)
+    sheet = write_contact_sheet(args.out.with_suffix(".png"), frames.numpy(), metadata=metadata)
+    print(f"wrote {video} ({frames.shape[0]} frames, {request.width}x{request.height}) and {sheet} "
+          f"in {time.perf_counter() - start:.1f} s")
+    return video
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "generate":
+            generate(args)
+    except (UsageError, ValueError, FileNotFoundError) as error:
+        parser.exit(2, f"error: {error}\n")
+    return 0

@@ -1,0 +1,76 @@
+"""Text-to-video with the loaded components: prompts -> caption features -> noise -> multi-scale
+sampling -> CogVideoX decode. Size checks happen before any model runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from .sampling import SampleConfig, check_runnable, sample
+from .text import encode_prompts
+from .vae import SPATIAL_COMPRESSION, decode, latent_count_for_frames
+
+LATENT_CHANNELS = 16
+
+
+@dataclass(frozen=True)
+class VideoRequest:
+    prompt: str
+    negative_prompt: str = ""
+    width: int = 64
+    height: int = 64
+    frames: int = 16
+    seed: int = 0
+
+
+def check_pixel_size(width: int, height: int, multiple: int) -> None:
+    """Width and height must be positive multiples of ``multiple`` pixels."""
+    for name, value in (("width", width), ("height", height)):
+        if value < multiple or value % multiple:
+            lower = value // multiple * multiple
+            nearest = f"{lower + multiple}" if lower < multiple else f"{lower} or {lower + multiple}"
+            raise ValueError(f"{name} {value} is not a positive multiple of {multiple} pixels (the VAE's 8x times the "
+                             f"largest patch size of the schedule); use {nearest}")
+
+
+def pixel_multiple(config: SampleConfig) -> int:
+    return SPATIAL_COMPRESSION * max(stage.patch_size for stage in config.stages)
+
+
+def latent_shape(request: VideoRequest) -> tuple[int, int, int, int, int]:
+    return (1, LATENT_CHANNELS, latent_count_for_frames(request.frames),
+            request.height // SPATIAL_COMPRESSION, request.width // SPATIAL_COMPRESSION)
+
+
+def check_request(model, request: VideoRequest, config: SampleConfig) -> None:
+    """Every size check the sampler and VAE would make, without running anything."""
+    check_pixel_size(request.width, request.height, pixel_multiple(config))
+    check_runnable(model, latent_shape(request), config)
+
+
+def initial_noise(request: VideoRequest) -> torch.Tensor:
+    """float32 Gaussian noise from a CPU generator seeded with the request's seed."""
+    generator = torch.Generator().manual_seed(int(request.seed))
+    return torch.randn(latent_shape(request), generator=generator)
+
+
+@torch.no_grad()
+def generate_latents(model, text_model, tokenizer, request: VideoRequest, config: SampleConfig,
+                     callback: Optional[Callable[[dict], None]] = None) -> torch.Tensor:
+    check_request(model, request, config)
+    feats, mask = encode_prompts(text_model, tokenizer, [request.prompt, request.negative_prompt])
+    device = next(model.parameters()).device
+    feats, mask = feats.to(device), mask.to(device)
+    noise = initial_noise(request).to(device)
+    return sample(model, noise, (feats[:1], mask[:1]), (feats[1:], mask[1:]), config, callback=callback)
+
+
+@torch.no_grad()
+def generate_video(model, text_model, tokenizer, vae, request: VideoRequest, config: SampleConfig,
+                   callback: Optional[Callable[[dict], None]] = None) -> torch.Tensor:
+    """Frames [F, H, W, 3] float in [0, 1]."""
+    latents = generate_latents(model, text_model, tokenizer, request, config, callback)
+    vae_param = next(vae.parameters())
+    return decode(vae, latents.to(vae_param.device, vae_param.dtype))[0].float().cpu()

@@ -1,0 +1,77 @@
+"""The command line: the main job on the demo models, and bad values refused before any model loads."""
+
+import subprocess
+import sys
+
+import av
+import pytest
+
+from lumina_core import cli, demo
+from lumina_core.pipeline import check_pixel_size
+
+
+def test_generate_writes_mp4_and_contact_sheet(tmp_path):
+    out = tmp_path / "clip.mp4"
+    result = subprocess.run([sys.executable, "-m", "lumina_core", "generate", "--prompt", "a red circle moving left",
+                             "--motion", "6", "--seed", "0", "--out", str(out), "--steps", "4"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "untrained random weights" in result.stderr  # says so while no trained demo ships
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        frames = [frame for frame in container.decode(stream)]
+        assert (stream.codec_context.name, stream.width, stream.height) == ("h264", 64, 64)
+        assert len(frames) == demo.DEMO_SIZE["frames"]
+    assert out.with_suffix(".png").stat().st_size > 0
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(demo, "load_demo", refuse)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--width", "70"], "width 70 is not a positive multiple of 16 pixels.*use 64 or 80"),
+    (["--frames", "50"], "frame count 50 is not valid.*use 49 or 56"),
+    (["--frames", "17"], "--frames 17: latent frame count 5 is not divisible by f-patch size 2"),
+    (["--schedule", "fastest"], "--schedule 'fastest' is neither a preset"),
+    (["--schedule", '{"P": "1x2", "step": 1}'], "step 1"),
+    (["--steps", "1"], "step 1"),
+    (["--fps", "0"], "--fps 0.0 must be positive"),
+    (["--model", "missing.safetensors"], "--model missing.safetensors does not exist"),
+])
+def test_bad_values_fail_fast_with_a_clear_message(tmp_path, capsys, no_model_loads, extra, message):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["generate", "--prompt", "x", "--out", str(tmp_path / "v.mp4"), *extra])
+    assert exit_info.value.code == 2
+    assert __import__("re").search(message, capsys.readouterr().err)
+    assert not list(tmp_path.iterdir())
+
+
+def test_output_must_be_an_mp4_file(tmp_path, capsys, no_model_loads):
+    for out, message in ((tmp_path / "v.avi", "must end in .mp4"), (tmp_path, "is a folder")):
+        if out == tmp_path:
+            out = tmp_path / "folder.mp4"
+            out.mkdir()
+        with pytest.raises(SystemExit):
+            cli.main(["generate", "--prompt", "x", "--out", str(out)])
+        assert message in capsys.readouterr().err
+
+
+def test_real_models_must_come_together(tmp_path, capsys, no_model_loads):
+    weights = tmp_path / "m.safetensors"
+    weights.write_bytes(b"")
+    with pytest.raises(SystemExit):
+        cli.main(["generate", "--prompt", "x", "--out", str(tmp_path / "v.mp4"), "--model", str(weights)])
+    assert "give --model, --text-encoder and --vae together" in capsys.readouterr().err
+
+
+def test_pixel_size_errors_name_the_nearest_sizes():
+    check_pixel_size(1248, 704, 32)
+    with pytest.raises(ValueError, match="height 700 .*multiple of 32.*use 672 or 704"):
+        check_pixel_size(1248, 700, 32)
+    with pytest.raises(ValueError, match="width 10 .*use 32"):
+        check_pixel_size(10, 64, 32)
