@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set up .venv (scripts/setup.sh) and run the whole test suite. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup.sh
+if [ -z "${COMFYUI_PATH:-}" ] && [ -f ../shared/comfyui/main.py ]; then
+  export COMFYUI_PATH="$(cd ../shared/comfyui && pwd)"
+fi
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONDONTWRITEBYTECODE=1
+exec .venv/bin/python -m pytest -q "$@"
