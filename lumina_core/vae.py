@@ -16,20 +16,22 @@ chunks plus the optional first frame). Valid frame counts are therefore 8m and 8
 count would not survive an encode/decode round trip (10 frames encode to 3 latents, which
 decode to 9 frames).
 
-Memory. Because diffusers already decodes two latent frames at a time, the decoder's peak
-memory grows with batch x latent height x latent width, not with T (only the output tensor
-grows with T; ``benchmarks/bench_vae.py`` measures both). ``memory_plan`` therefore switches
-batch slicing and spatial tiling on from that product; tiling blends overlapping tiles, so its
-output differs slightly from an untiled decode.
+Memory. diffusers decodes two latent frames at a time and carries a causal conv cache (two
+frames per conv layer) between chunks, so the decoder's peak is reached by the second chunk
+and then stays flat: it grows with batch x latent height x latent width, not with T (only the
+output tensor grows with T). Measured with ``benchmarks/bench_vae.py``, untiled, fp32, CPU,
+CogVideoX-2b config, 16x24 latents: +1477 / 2132 / 2138 MiB for T = 2 / 4 / 8. ``memory_plan``
+therefore switches batch slicing and spatial tiling on from that product; tiling blends
+overlapping tiles, so its output differs slightly from an untiled decode.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from diffusers import AutoencoderKLCogVideoX
@@ -45,9 +47,10 @@ EXPECTED_CLASS = "AutoencoderKLCogVideoX"
 # Key of a single .safetensors file's metadata that may hold the diffusers config as JSON.
 CONFIG_METADATA_KEY = "config"
 # batch x latent height x latent width above which slicing / tiling switch on automatically.
-# An untiled CogVideoX-2b decode peaks at about 3.9 MiB per latent pixel in fp32 on CPU
-# (benchmarks/bench_vae.py), so this keeps it under ~8 GiB fp32 (~4 GiB in half precision);
-# above it, tiles of 30x45 latents hold the decoder near 5 GiB fp32 plus the output frames.
+# An untiled CogVideoX-2b decode peaks at about 5.6 MiB per latent pixel in fp32 (measured on
+# CPU, see the module docstring), so this keeps it under ~11 GiB fp32 (~6 GiB in half
+# precision); above it, tiles of 30x45 latents hold the decoder near 7.5 GiB fp32 plus the
+# output frames (1248x704 untiled would need ~75 GiB, extrapolated).
 AUTO_TILING_LATENT_PIXELS = 2048
 
 # THUDM/CogVideoX-2b vae/config.json: used for a single file whose metadata holds no config.
@@ -208,7 +211,11 @@ def _check_state_dict_fits(vae: AutoencoderKLCogVideoX, state_dict: dict, source
         return
     problems = [
         f"{len(items)} {label} (e.g. {', '.join(items[:3])})"
-        for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", wrong_shape))
+        for label, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", wrong_shape),
+        )
         if items
     ]
     raise ValueError(
@@ -244,9 +251,7 @@ def memory_plan(batch: int, latent_height: int, latent_width: int, tiled: bool |
     if tiled is not None:
         return MemoryPlan(slicing=tiled, tiling=tiled)
     pixels = latent_height * latent_width
-    return MemoryPlan(
-        slicing=batch * pixels > AUTO_TILING_LATENT_PIXELS, tiling=pixels > AUTO_TILING_LATENT_PIXELS
-    )
+    return MemoryPlan(slicing=batch * pixels > AUTO_TILING_LATENT_PIXELS, tiling=pixels > AUTO_TILING_LATENT_PIXELS)
 
 
 @contextmanager
@@ -276,7 +281,7 @@ def decode(vae: AutoencoderKLCogVideoX, latents: torch.Tensor, tiled: bool | Non
     z = (latents.float() / SCALING_FACTOR).to(device=vae.device, dtype=vae.dtype)
     with torch.no_grad(), _memory_saving(vae, memory_plan(batch, height, width, tiled)):
         video = vae.decode(z).sample
-    # diffusers <= 0.30 keeps the causal conv cache in the modules; the official code clears it.
+    # Older diffusers keep the causal conv cache inside the modules; the official code clears it.
     clear_cache = getattr(vae, "_clear_fake_context_parallel_cache", None)
     if clear_cache is not None:
         clear_cache()
@@ -324,7 +329,8 @@ def _check_frames(frames: torch.Tensor) -> None:
     shape = tuple(frames.shape)
     if frames.ndim != 5 or shape[-1] != 3:
         raise ValueError(
-            f"frames have shape {shape}; expected [B,F,H,W,3] (RGB last); for a ComfyUI IMAGE [F,H,W,3] use frames[None]"
+            f"frames have shape {shape}; expected [B,F,H,W,3] (RGB last); "
+            f"for a ComfyUI IMAGE [F,H,W,3] use frames[None]"
         )
     if not frames.is_floating_point():
         raise ValueError(f"frames have dtype {frames.dtype}; expected floats in [0,1]; use frames.float() / 255")
