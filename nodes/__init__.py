@@ -1,0 +1,44 @@
+"""ComfyUI nodes of the Lumina-Video pack (V3 schema). Thin adapters: validate, convert ComfyUI types,
+call lumina_core."""
+
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension, io
+from typing_extensions import override
+
+from .loaders import (
+    LuminaVideoModelLoader,
+    LuminaVideoTextEncoderLoader,
+    LuminaVideoVAELoader,
+)
+from .motion import LuminaVideoMotionScore, LuminaVideoMotionScoreFromVideo
+from .sampler import LuminaVideoSampler, LuminaVideoStageSampler
+from .schedule import (
+    LuminaVideoScheduleJSON,
+    LuminaVideoSchedulePreset,
+    LuminaVideoScheduleStage,
+)
+from .text import LuminaVideoTextEncode
+from .video import LuminaVideoEmptyLatentVideo, LuminaVideoVAEDecode
+
+NODES: list[type[io.ComfyNode]] = [
+    LuminaVideoModelLoader,
+    LuminaVideoTextEncoderLoader,
+    LuminaVideoVAELoader,
+    LuminaVideoTextEncode,
+    LuminaVideoMotionScore,
+    LuminaVideoMotionScoreFromVideo,
+    LuminaVideoSchedulePreset,
+    LuminaVideoScheduleJSON,
+    LuminaVideoScheduleStage,
+    LuminaVideoEmptyLatentVideo,
+    LuminaVideoSampler,
+    LuminaVideoStageSampler,
+    LuminaVideoVAEDecode,
+]
+
+
+class LuminaVideoExtension(ComfyExtension):
+    @override
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return list(NODES)

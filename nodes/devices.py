@@ -1,0 +1,32 @@
+"""Devices and dtypes of the components, and loading them through ComfyUI's model management
+(so --cpu, --lowvram and model unloading between runs apply to them like to ComfyUI's models)."""
+
+from __future__ import annotations
+
+import comfy.model_management
+import comfy.model_patcher
+import torch
+
+WEIGHT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DEFAULT = "default"
+
+
+def dtype_for(choice: str, load_device: torch.device) -> torch.dtype:
+    """The dtype named by a weight_dtype combo; "default" = bf16 where the device runs it natively
+    (the official inference dtype), else fp32 (CPU)."""
+    if choice == DEFAULT:
+        return torch.bfloat16 if comfy.model_management.should_use_bf16(load_device) else torch.float32
+    if choice not in WEIGHT_DTYPES:
+        raise ValueError(f"weight_dtype {choice!r} is unknown; use one of {DEFAULT}, {', '.join(WEIGHT_DTYPES)}")
+    return WEIGHT_DTYPES[choice]
+
+
+def patcher(module: torch.nn.Module, load_device, offload_device) -> comfy.model_patcher.ModelPatcher:
+    return comfy.model_patcher.ModelPatcher(module, load_device=load_device, offload_device=offload_device)
+
+
+def loaded(model_patcher: comfy.model_patcher.ModelPatcher) -> torch.nn.Module:
+    """Move the patcher's module to its load device (whole: the modules are plain torch layers that
+    ComfyUI cannot stream piecewise) and return it."""
+    comfy.model_management.load_models_gpu([model_patcher], force_full_load=True)
+    return model_patcher.model

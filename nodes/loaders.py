@@ -1,0 +1,152 @@
+"""Loader nodes: the Multi-scale Next-DiT, the Gemma-2 text encoder and the CogVideoX VAE, from
+ComfyUI's model folders or as the built-in demo components."""
+
+from __future__ import annotations
+
+import logging
+
+import comfy.model_management
+import torch
+from comfy_api.latest import io
+
+from ..lumina_core import demo
+from ..lumina_core.checkpoint import OFFICIAL_WEIGHT_FILES, load_model
+from ..lumina_core.model import ATTENTION_BACKENDS
+from ..lumina_core.text import load_text_encoder
+from ..lumina_core.vae import load_vae
+from . import io_types
+from .devices import DEFAULT, WEIGHT_DTYPES, dtype_for, patcher
+from .model_files import DEMO, choices, model_folders, resolve
+
+log = logging.getLogger(__name__)
+
+TEXT_ENCODER_FOLDER_FILES = ("config.json",)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
+VAE_FOLDER_FILES = ("config.json",)
+SAME_FOLDER = "(from the text encoder folder)"
+
+DTYPE_TOOLTIP = ("Weight dtype. default: bf16 on GPUs that compute it natively (the official inference dtype), "
+                 "fp32 on CPU.")
+
+
+def _demo_components() -> demo.DemoComponents:
+    """The built-in demo components, without disturbing the global torch RNG (untrained stand-ins are
+    built from a fixed seed). All three are small, so each loader builds the set and keeps its part."""
+    if not demo.DEMO_IS_TRAINED:
+        log.warning("Lumina-Video: the built-in demo models have untrained random weights; the video will be noise "
+                    "until trained demo weights ship")
+    with torch.random.fork_rng(devices=[]):
+        return demo.load_demo()
+
+
+class LuminaVideoModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LuminaVideoModelLoader",
+            display_name="Lumina-Video Model Loader",
+            category="Lumina-Video/loaders",
+            description="Loads a Lumina-Video Multi-scale Next-DiT from models/diffusion_models: an official folder "
+                        "(consolidated.00-of-01.safetensors + model_args.pth) or a single .safetensors/.pth file.",
+            inputs=[
+                io.Combo.Input("model_name", options=choices("diffusion_models", OFFICIAL_WEIGHT_FILES,
+                                                             (".safetensors", ".pth", ".pt")),
+                               tooltip="Checkpoint file or official checkpoint folder in models/diffusion_models. "
+                                       f"'{DEMO}' is a small built-in model that needs no file."),
+                io.Combo.Input("weight_dtype", options=[DEFAULT, *WEIGHT_DTYPES], default=DEFAULT,
+                               tooltip=DTYPE_TOOLTIP),
+                io.Combo.Input("attention", options=list(ATTENTION_BACKENDS), default="sdpa",
+                               tooltip="sdpa: torch scaled_dot_product_attention (fast). reference: explicit float32 "
+                                       "softmax (slow; for checking numbers)."),
+            ],
+            outputs=[io_types.Model.Output(display_name="model")],
+        )
+
+    @classmethod
+    def execute(cls, model_name, weight_dtype, attention) -> io.NodeOutput:
+        load_device = comfy.model_management.get_torch_device()
+        offload_device = comfy.model_management.unet_offload_device()
+        dtype = dtype_for(weight_dtype, load_device)
+        if model_name == DEMO:
+            model = _demo_components().transformer.to(device=offload_device, dtype=dtype)
+        else:
+            path = resolve("diffusion_models", model_name, OFFICIAL_WEIGHT_FILES)
+            model = load_model(path, dtype=dtype, device=offload_device)
+        model.set_attention_backend(attention)
+        return io.NodeOutput(patcher(model, load_device, offload_device))
+
+
+class LuminaVideoTextEncoderLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LuminaVideoTextEncoderLoader",
+            display_name="Lumina-Video Text Encoder Loader",
+            category="Lumina-Video/loaders",
+            description="Loads the Gemma-2 text encoder (Hugging Face folder, or one .safetensors file plus a "
+                        "tokenizer folder) from models/text_encoders.",
+            inputs=[
+                io.Combo.Input("text_encoder_name",
+                               options=choices("text_encoders", TEXT_ENCODER_FOLDER_FILES, (".safetensors",)),
+                               tooltip="A Gemma-2-2B folder (config.json + weights + tokenizer) or a single "
+                                       f".safetensors file in models/text_encoders. '{DEMO}' is a small built-in "
+                                       "encoder."),
+                io.Combo.Input("tokenizer", options=[SAME_FOLDER, *model_folders("text_encoders", TOKENIZER_FILES)],
+                               default=SAME_FOLDER,
+                               tooltip="Folder with the Gemma tokenizer (tokenizer.json or tokenizer.model). Needed "
+                                       "for a single .safetensors file; a model folder brings its own."),
+                io.Combo.Input("weight_dtype", options=[DEFAULT, "fp32", "bf16"], default=DEFAULT,
+                               tooltip=DTYPE_TOOLTIP + " fp16 is not offered: Gemma-2's activations can overflow it."),
+            ],
+            outputs=[io_types.TextEncoder.Output(display_name="text_encoder")],
+        )
+
+    @classmethod
+    def execute(cls, text_encoder_name, tokenizer, weight_dtype) -> io.NodeOutput:
+        load_device = comfy.model_management.text_encoder_device()
+        offload_device = comfy.model_management.text_encoder_offload_device()
+        dtype = dtype_for(weight_dtype, load_device)
+        if text_encoder_name == DEMO:
+            components = _demo_components()
+            model = components.text_model.to(device=offload_device, dtype=dtype)
+            tokenizer_object = components.tokenizer
+        else:
+            path = resolve("text_encoders", text_encoder_name, TEXT_ENCODER_FOLDER_FILES)
+            if tokenizer == SAME_FOLDER and text_encoder_name.lower().endswith(".safetensors"):
+                raise ValueError(f"text encoder {text_encoder_name!r} is a single file without a tokenizer; pick "
+                                 "the folder holding the Gemma tokenizer (tokenizer.json or tokenizer.model) in "
+                                 "'tokenizer'")
+            tokenizer_path = None if tokenizer == SAME_FOLDER else resolve("text_encoders", tokenizer, TOKENIZER_FILES)
+            model, tokenizer_object = load_text_encoder(path, tokenizer_path, dtype=dtype, device=offload_device)
+        return io.NodeOutput(io_types.TextEncoderBundle(patcher(io_types.Component(model), load_device, offload_device),
+                                                        tokenizer_object))
+
+
+class LuminaVideoVAELoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LuminaVideoVAELoader",
+            display_name="Lumina-Video VAE Loader",
+            category="Lumina-Video/loaders",
+            description="Loads the CogVideoX VAE (THUDM/CogVideoX-2b vae/ folder or one .safetensors file) from "
+                        "models/vae.",
+            inputs=[
+                io.Combo.Input("vae_name", options=choices("vae", VAE_FOLDER_FILES, (".safetensors",)),
+                               tooltip="The CogVideoX-2b vae/ folder (config.json + weights) or a .safetensors file in "
+                                       f"models/vae. '{DEMO}' is a small built-in VAE."),
+            ],
+            outputs=[io_types.Vae.Output(display_name="vae")],
+        )
+
+    @classmethod
+    def execute(cls, vae_name) -> io.NodeOutput:
+        load_device = comfy.model_management.vae_device()
+        offload_device = comfy.model_management.vae_offload_device()
+        dtype = comfy.model_management.vae_dtype(load_device, [torch.bfloat16, torch.float32])
+        if vae_name == DEMO:
+            vae = _demo_components().vae.to(device=offload_device, dtype=dtype)
+        else:
+            vae = load_vae(resolve("vae", vae_name, VAE_FOLDER_FILES), dtype=dtype, device=offload_device)
+        return io.NodeOutput(patcher(io_types.Component(vae), load_device, offload_device))
+

@@ -1,0 +1,165 @@
+"""Sampler nodes: a whole schedule in one node, or one stage per node. A chain of stage samplers
+gives the same latent as one whole-schedule run, bit for bit (same seed, grid and values)."""
+
+from __future__ import annotations
+
+import comfy.model_management
+import comfy.utils
+import torch
+from comfy.cli_args import LatentPreviewMethod, args
+from comfy_api.latest import io
+from PIL import Image
+
+from ..lumina_core.sampling import SampleConfig, check_runnable, sample
+from . import io_types
+from .devices import loaded
+from .schedule import (
+    grid_inputs,
+    guidance_inputs,
+    patch_input,
+    stage_config,
+    t_end_input,
+)
+
+STAGE_END = "lumina_video_stage_end"
+"""Key of a sampler's LATENT output: {"t", "steps", "shift"}, where on which grid the latent stands."""
+TOOLTIPS = {
+    "model": "From Lumina-Video Model Loader.",
+    "positive": "Caption features of the prompt (Lumina-Video Text Encode).",
+    "negative": "Caption features of the negative prompt (used where cfg > 0).",
+    "seed": "Seed of the starting noise (a CPU generator, so the same seed gives the same video on any device).",
+}
+
+
+def seeded_noise(shape, seed: int) -> torch.Tensor:
+    """float32 Gaussian noise from a CPU generator, as lumina_core.pipeline.initial_noise makes it."""
+    return torch.randn(tuple(shape), generator=torch.Generator().manual_seed(int(seed)))
+
+
+def caption_rows(conditioning: dict, batch: int, width: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(feats [batch, L, D], mask [batch, L]) of a conditioning, one prompt row repeated over the batch."""
+    feats, mask = conditioning["feats"], conditioning["mask"]
+    if feats.shape[-1] != width:
+        raise ValueError(f"{name} caption features are {feats.shape[-1]} wide but this model reads {width}-wide "
+                         "features; encode with the text encoder the model was trained with (Gemma-2-2B for the "
+                         "official models, the built-in demo encoder for the demo model)")
+    if feats.shape[0] == batch:
+        return feats, mask
+    if feats.shape[0] == 1:
+        return feats.expand(batch, -1, -1), mask.expand(batch, -1)
+    raise ValueError(f"{name} conditioning has {feats.shape[0]} rows for a latent batch of {batch}; give one row "
+                     "(repeated over the batch) or one per latent")
+
+
+def preview(info: dict):
+    """Cheap live preview: the predicted clean latent x + (1 - t) v, its first 3 channels averaged over
+    frames and each stretched to [0, 1]; None when previews are off."""
+    if args.preview_method == LatentPreviewMethod.NoPreviews:
+        return None
+    clean = info["x"][0, :3] + (1.0 - info["t"]) * info["velocity"][0, :3]  # [3, F, h, w]
+    rgb = clean.float().mean(dim=1)
+    low, high = rgb.amin(dim=(1, 2), keepdim=True), rgb.amax(dim=(1, 2), keepdim=True)
+    rgb = (rgb - low) / (high - low).clamp_min(1e-6)
+    pixels = (rgb.permute(1, 2, 0) * 255).round().to(torch.uint8).cpu().numpy()
+    return "JPEG", Image.fromarray(pixels), args.preview_size
+
+
+def run(model_patcher, positive: dict, negative: dict, x: torch.Tensor, config: SampleConfig) -> dict:
+    """Sample ``x`` (the latent at the schedule's start) through ``config``; returns the LATENT dict."""
+    model = model_patcher.model
+    check_runnable(model, x.shape, config)
+    width = model.config.cap_feat_dim
+    cond = caption_rows(positive, x.shape[0], width, "positive")
+    uncond = caption_rows(negative, x.shape[0], width, "negative")
+    model = loaded(model_patcher)
+    device = model_patcher.load_device
+    progress = comfy.utils.ProgressBar(len(config.plan()))
+
+    def callback(info: dict) -> None:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        progress.update_absolute(info["index"] + 1, info["total"], preview(info))
+
+    out = sample(model, x.to(device), tuple(t.to(device) for t in cond), tuple(t.to(device) for t in uncond),
+                 config, callback=callback)
+    end = {"t": config.stages[-1].t_end, "steps": config.steps, "shift": config.shift}
+    return {"samples": out.to(comfy.model_management.intermediate_device()), STAGE_END: end}
+
+
+class LuminaVideoSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LuminaVideoSampler",
+            display_name="Lumina-Video Sampler",
+            category="Lumina-Video/sampling",
+            description="Runs a whole schedule from seeded noise: Euler steps on the shifted time grid, each stage "
+                        "at its patch size, guidance on caption and motion.",
+            inputs=[
+                io_types.Model.Input("model", tooltip=TOOLTIPS["model"]),
+                io_types.Conditioning.Input("positive", tooltip=TOOLTIPS["positive"]),
+                io_types.Conditioning.Input("negative", tooltip=TOOLTIPS["negative"]),
+                io.Latent.Input("latent", tooltip="Gives the size only (Lumina-Video Empty Latent Video)."),
+                io_types.Schedule.Input("schedule", tooltip="From a Lumina-Video Schedule node."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip=TOOLTIPS["seed"]),
+            ],
+            outputs=[io.Latent.Output(display_name="latent")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent, schedule, seed) -> io.NodeOutput:
+        noise = seeded_noise(latent["samples"].shape, seed)
+        return io.NodeOutput(run(model, positive, negative, noise, schedule))
+
+
+class LuminaVideoStageSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LuminaVideoStageSampler",
+            display_name="Lumina-Video Stage Sampler",
+            category="Lumina-Video/sampling",
+            description="Runs one stage (one patch size over [t_start, t_end)). t_start = 0 starts from seeded noise; "
+                        "later stages continue the incoming latent and must use the same steps and shift.",
+            inputs=[
+                io_types.Model.Input("model", tooltip=TOOLTIPS["model"]),
+                io_types.Conditioning.Input("positive", tooltip=TOOLTIPS["positive"]),
+                io_types.Conditioning.Input("negative", tooltip=TOOLTIPS["negative"]),
+                io.Latent.Input("latent", tooltip="With t_start = 0: gives the size only. Otherwise: the previous "
+                                                  "stage sampler's output, continued from t_start."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip=TOOLTIPS["seed"] + " Used only when t_start = 0."),
+                patch_input(),
+                io.Float.Input("t_start", default=0.0, min=0.0, max=0.999, step=0.001,
+                               tooltip="Time where this stage starts: 0 = from noise, else the previous stage's "
+                                       "t_end."),
+                t_end_input(),
+                *grid_inputs(" Must be equal in every stage of a chain."),
+                *guidance_inputs(),
+            ],
+            outputs=[io.Latent.Output(display_name="latent")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent, seed, patch, t_start, t_end, steps, shift, cfg, motion,
+                neg_motion, renorm) -> io.NodeOutput:
+        config = stage_config(patch, t_start, t_end, steps, shift, cfg, motion, neg_motion, renorm)
+        if t_start == 0.0:
+            start = seeded_noise(latent["samples"].shape, seed)
+        else:
+            check_continues(latent, config)
+            start = latent["samples"]
+        return io.NodeOutput(run(model, positive, negative, start, config))
+
+
+def check_continues(latent: dict, config: SampleConfig) -> None:
+    """Raise unless a latent from a previous sampler stopped where this stage starts, on the same grid."""
+    end = latent.get(STAGE_END)
+    if end is None:
+        return  # not from a sampler (e.g. loaded from a file): trust t_start
+    here = {"t": config.stages[0].t_start, "steps": config.steps, "shift": config.shift}
+    if end != here:
+        raise ValueError(f"the incoming latent stopped at t = {end['t']} on a grid of {end['steps']} steps with shift "
+                         f"{end['shift']}, but this stage starts at t = {here['t']} with {here['steps']} steps and "
+                         f"shift {here['shift']}; set t_start = {end['t']}, steps = {end['steps']}, "
+                         f"shift = {end['shift']} to continue it")

@@ -1,0 +1,81 @@
+"""Latent video size and decoding: an empty LATENT of the right shape, and CogVideoX VAE decode to
+IMAGE frames plus ComfyUI's VIDEO (for Save Video)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import comfy.model_management
+import torch
+from comfy_api.latest import InputImpl, Types, io
+
+from ..lumina_core.pipeline import LATENT_CHANNELS, check_pixel_size
+from ..lumina_core.vae import SPATIAL_COMPRESSION, decode, latent_count_for_frames
+from . import io_types
+from .devices import loaded
+
+PIXEL_MULTIPLE = 32  # VAE 8x times the largest official patch size (4)
+TILED = {"auto": None, "on": True, "off": False}
+
+
+class LuminaVideoEmptyLatentVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LuminaVideoEmptyLatentVideo",
+            display_name="Lumina-Video Empty Latent Video",
+            category="Lumina-Video/latent",
+            description="A zero LATENT [batch, 16, latent frames, height/8, width/8] that sets the video size.",
+            inputs=[
+                io.Int.Input("width", default=64, min=PIXEL_MULTIPLE, max=8192, step=PIXEL_MULTIPLE,
+                             tooltip="Pixels, a multiple of 32 (official e.g. 1248; demo 64)."),
+                io.Int.Input("height", default=64, min=PIXEL_MULTIPLE, max=8192, step=PIXEL_MULTIPLE,
+                             tooltip="Pixels, a multiple of 32 (official e.g. 704; demo 64)."),
+                io.Int.Input("frames", default=16, min=1, max=1025,
+                             tooltip="Video frames: 8m or 8m+1 (e.g. 16, 49, 96), or 1 for an image. The CogVideoX VAE "
+                                     "packs 4 frames into one latent frame (96 frames -> 24 latents)."),
+                io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Videos generated at once."),
+            ],
+            outputs=[io.Latent.Output(display_name="latent")],
+        )
+
+    @classmethod
+    def execute(cls, width, height, frames, batch_size) -> io.NodeOutput:
+        check_pixel_size(width, height, PIXEL_MULTIPLE)
+        shape = (batch_size, LATENT_CHANNELS, latent_count_for_frames(frames),
+                 height // SPATIAL_COMPRESSION, width // SPATIAL_COMPRESSION)
+        return io.NodeOutput({"samples": torch.zeros(shape, device=comfy.model_management.intermediate_device())})
+
+
+class LuminaVideoVAEDecode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LuminaVideoVAEDecode",
+            display_name="Lumina-Video VAE Decode",
+            category="Lumina-Video/latent",
+            description="Decodes latents with the CogVideoX VAE to frames (IMAGE) and a VIDEO for Save Video.",
+            inputs=[
+                io_types.Vae.Input("vae", tooltip="From Lumina-Video VAE Loader."),
+                io.Latent.Input("latent", tooltip="Sampled latents [batch, 16, T, h, w]."),
+                io.Combo.Input("tiled", options=list(TILED), default="auto",
+                               tooltip="Decode in overlapping spatial tiles to save memory (slightly blended seams). "
+                                       "auto: only for large videos."),
+                io.Float.Input("fps", default=24.0, min=1.0, max=120.0, step=1.0,
+                               tooltip="Frame rate of the VIDEO output (official f24 models: 24, f16: 16)."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="images",
+                                tooltip="All frames; a batch of videos is concatenated in order."),
+                io.Video.Output(display_name="video"),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, vae, latent, tiled, fps) -> io.NodeOutput:
+        if tiled not in TILED:
+            raise ValueError(f"tiled {tiled!r} is unknown; use one of {', '.join(TILED)}")
+        frames = decode(loaded(vae).inner, latent["samples"], tiled=TILED[tiled])  # [B, F, H, W, 3]
+        images = frames.flatten(0, 1).float().to(comfy.model_management.intermediate_device())
+        video = InputImpl.VideoFromComponents(Types.VideoComponents(images=images, frame_rate=Fraction(fps)))
+        return io.NodeOutput(images, video)

@@ -1,0 +1,227 @@
+"""The pack inside a real ComfyUI server (COMFYUI_PATH): it imports cleanly, /object_info lists every
+node, a prompt built from the built-in demo entries runs to saved files, a second run reuses the
+loaded models, and an interrupt stops a long sampling run while the server keeps serving."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import av
+import pytest
+
+COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
+if not COMFYUI_PATH or not Path(COMFYUI_PATH, "main.py").is_file():
+    pytest.skip("no ComfyUI host: COMFYUI_PATH is unset or has no main.py (set it to a ComfyUI source tree, e.g. "
+                "../shared/comfyui)", allow_module_level=True)
+
+ROOT = Path(__file__).resolve().parents[1]
+LINK_NAME = "comfyui-lumina-video"
+DEMO = "lumina-video-demo (built-in)"
+NODE_IDS = {
+    "LuminaVideoModelLoader", "LuminaVideoTextEncoderLoader", "LuminaVideoVAELoader", "LuminaVideoTextEncode",
+    "LuminaVideoMotionScore", "LuminaVideoMotionScoreFromVideo", "LuminaVideoSchedulePreset",
+    "LuminaVideoScheduleJSON", "LuminaVideoScheduleStage", "LuminaVideoEmptyLatentVideo", "LuminaVideoSampler",
+    "LuminaVideoStageSampler", "LuminaVideoVAEDecode",
+}
+BOOT_TIMEOUT_S = 60
+RUN_TIMEOUT_S = 60
+
+
+class Server:
+    def __init__(self, url: str, base: Path, log: Path):
+        self.url, self.base, self.log = url, base, log
+
+    def get(self, path: str):
+        with urllib.request.urlopen(self.url + path, timeout=10) as response:
+            return json.loads(response.read())
+
+    def post(self, path: str, payload: dict):
+        request = urllib.request.Request(self.url + path, data=json.dumps(payload).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = response.read()
+        return json.loads(body) if body else None
+
+    def queue(self, prompt: dict) -> str:
+        answer = self.post("/prompt", {"prompt": prompt, "client_id": "lumina-video-tests"})
+        assert not answer.get("node_errors"), answer["node_errors"]
+        return answer["prompt_id"]
+
+    def wait(self, prompt_id: str, timeout: float = RUN_TIMEOUT_S) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            history = self.get(f"/history/{prompt_id}")
+            if prompt_id in history and history[prompt_id]["status"].get("completed") is not None:
+                return history[prompt_id]
+            time.sleep(0.2)
+        raise AssertionError(f"prompt {prompt_id} did not finish in {timeout} s; log tail:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    base = Path(tempfile.mkdtemp(prefix="lumina-video-comfyui-"))
+    (base / "custom_nodes").mkdir()
+    (base / "custom_nodes" / LINK_NAME).symlink_to(ROOT, target_is_directory=True)
+    port, log = free_port(), base / "comfyui.log"
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "DO_NOT_TRACK": "1"}
+    command = [sys.executable, str(Path(COMFYUI_PATH, "main.py")), "--cpu", "--disable-api-nodes", "--listen",
+               "127.0.0.1", "--port", str(port), "--base-directory", str(base),
+               "--database-url", f"sqlite:///{base}/comfyui.db"]
+    with open(log, "w") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=base)
+    host = Server(f"http://127.0.0.1:{port}", base, log)
+    try:
+        deadline = time.monotonic() + BOOT_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"ComfyUI exited with code {process.returncode} while booting:\n{host.log_tail()}")
+            try:
+                host.get("/system_stats")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"ComfyUI did not answer /system_stats in {BOOT_TIMEOUT_S} s:\n{host.log_tail()}")
+                time.sleep(0.2)
+        yield host
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def demo_prompt(seed: int, steps: int = 4, size: int = 32, frames: int = 8) -> dict:
+    """Loaders (demo entries) -> text encode -> empty latent -> whole sampler -> decode -> Save Video + Save Image."""
+    return {
+        "1": {"class_type": "LuminaVideoModelLoader",
+              "inputs": {"model_name": DEMO, "weight_dtype": "default", "attention": "sdpa"}},
+        "2": {"class_type": "LuminaVideoTextEncoderLoader",
+              "inputs": {"text_encoder_name": DEMO, "tokenizer": "(from the text encoder folder)",
+                         "weight_dtype": "default"}},
+        "3": {"class_type": "LuminaVideoVAELoader", "inputs": {"vae_name": DEMO}},
+        "4": {"class_type": "LuminaVideoTextEncode",
+              "inputs": {"text_encoder": ["2", 0], "prompt": "a red circle moving left", "negative_prompt": ""}},
+        "5": {"class_type": "LuminaVideoEmptyLatentVideo",
+              "inputs": {"width": size, "height": size, "frames": frames, "batch_size": 1}},
+        "6": {"class_type": "LuminaVideoSchedulePreset", "inputs": {"preset": "demo", "steps": steps}},
+        "7": {"class_type": "LuminaVideoSampler",
+              "inputs": {"model": ["1", 0], "positive": ["4", 0], "negative": ["4", 1], "latent": ["5", 0],
+                         "schedule": ["6", 0], "seed": seed}},
+        "8": {"class_type": "LuminaVideoVAEDecode",
+              "inputs": {"vae": ["3", 0], "latent": ["7", 0], "tiled": "auto", "fps": 8.0}},
+        "9": {"class_type": "SaveVideo",
+              "inputs": {"video": ["8", 1], "filename_prefix": "lumina/video", "format": "auto", "codec": "auto"}},
+        "10": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "lumina/frame"}},
+    }
+
+
+def stage_prompt(seed: int) -> dict:
+    """The same loaders and caption, then two chained stage samplers (motion from a Motion Score node)."""
+    prompt = {key: node for key, node in demo_prompt(seed).items() if key in {"1", "2", "3", "4", "5", "8", "10"}}
+    grid = {"steps": 4, "shift": 3.0, "cfg": 4.0, "neg_motion": 2.0, "renorm": -1.0}
+    prompt["11"] = {"class_type": "LuminaVideoMotionScore", "inputs": {"value": 4.0}}
+    prompt["12"] = {"class_type": "LuminaVideoStageSampler",
+                    "inputs": {"model": ["1", 0], "positive": ["4", 0], "negative": ["4", 1], "latent": ["5", 0],
+                               "seed": seed, "patch": "2x2", "t_start": 0.0, "t_end": 0.3, "motion": ["11", 0], **grid}}
+    prompt["13"] = {"class_type": "LuminaVideoStageSampler",
+                    "inputs": {"model": ["1", 0], "positive": ["4", 0], "negative": ["4", 1], "latent": ["12", 0],
+                               "seed": seed, "patch": "1x2", "t_start": 0.3, "t_end": 1.0, "motion": ["11", 0], **grid}}
+    prompt["8"]["inputs"]["latent"] = ["13", 0]
+    return prompt
+
+
+def messages(entry: dict) -> dict:
+    return {name: data for name, data in entry["status"]["messages"]}
+
+
+def assert_success(entry: dict) -> None:
+    assert entry["status"]["status_str"] == "success", json.dumps(messages(entry).get("execution_error"), indent=1)
+
+
+def test_pack_imports_without_errors(server):
+    lines = server.log.read_text(errors="replace").splitlines()
+    ours = [line for line in lines if LINK_NAME in line]
+    assert not [line for line in ours if "IMPORT FAILED" in line or "Cannot import" in line], "\n".join(ours)
+    assert any("seconds:" in line for line in ours), "the pack is missing from the custom-node import times"
+
+
+def test_object_info_lists_every_node_with_inputs(server):
+    info = server.get("/object_info")
+    ours = {name for name in info if name.startswith("LuminaVideo")}
+    assert ours == NODE_IDS
+    for name in NODE_IDS:
+        node = info[name]
+        assert node["category"].startswith("Lumina-Video/") and node["python_module"] == f"custom_nodes.{LINK_NAME}"
+        inputs = {**node["input"]["required"], **node["input"].get("optional", {})}
+        assert inputs and all(spec[1].get("tooltip") for spec in inputs.values()), name
+    assert info["LuminaVideoModelLoader"]["input"]["required"]["model_name"][1]["options"][0] == DEMO
+    assert info["LuminaVideoVAEDecode"]["output"] == ["IMAGE", "VIDEO"]
+
+
+def test_plan_route_for_the_frontend_timeline(server):
+    answer = server.post("/lumina_video/plan", {"preset": "f24F96R960", "steps": None})
+    assert [stage["calls"] for stage in answer["stages"]] == [30, 24, 15] and answer["total_calls"] == 69
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        server.post("/lumina_video/plan", {"stages": [{"patch": "1x2", "t_start": 0.5, "t_end": 0.2}], "steps": 7,
+                                           "shift": 3.0})
+    assert refused.value.code == 400 and "t range [0.5, 0.2)" in json.loads(refused.value.read())["error"]
+
+
+def test_demo_prompt_runs_to_saved_video_and_frames(server):
+    entry = server.wait(server.queue(demo_prompt(seed=1)))
+    assert_success(entry)
+    video = entry["outputs"]["9"]["images"][0]
+    path = server.base / "output" / video["subfolder"] / video["filename"]
+    with av.open(str(path)) as container:
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    assert len(frames) == 8 and frames[0].shape == (32, 32, 3)
+    images = entry["outputs"]["10"]["images"]
+    assert len(images) == 8 and all((server.base / "output" / i["subfolder"] / i["filename"]).is_file() for i in images)
+
+
+def test_second_run_reuses_the_loaded_models(server):
+    server.wait(server.queue(demo_prompt(seed=1)))  # loaders cached from here on (no-op if already run)
+    entry = server.wait(server.queue(stage_prompt(seed=2)))
+    assert_success(entry)
+    cached = set(messages(entry)["execution_cached"]["nodes"])
+    assert {"1", "2", "3", "4", "5"} <= cached, cached
+    assert {"12", "13", "8"}.isdisjoint(cached)
+    assert len(entry["outputs"]["10"]["images"]) == 8
+
+
+def test_interrupt_stops_a_long_run_and_the_server_keeps_serving(server):
+    server.wait(server.queue(demo_prompt(seed=1)))  # loaders and caption cached: the long run samples at once
+    prompt_id = server.queue(demo_prompt(seed=3, steps=1000, size=64, frames=16))
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while not any(item[1] == prompt_id for item in server.get("/queue")["queue_running"]):
+        assert time.monotonic() < deadline, "the long prompt never started"
+        time.sleep(0.1)
+    time.sleep(2.0)  # the sampler is stepping by now
+    interrupted_at = time.monotonic()
+    server.post("/interrupt", {"prompt_id": prompt_id})
+    entry = server.wait(prompt_id, timeout=30)
+    assert time.monotonic() - interrupted_at < 15
+    assert entry["status"]["status_str"] == "error"
+    assert messages(entry)["execution_interrupted"]["node_type"] == "LuminaVideoSampler"
+    assert_success(server.wait(server.queue(demo_prompt(seed=4))))

@@ -1,0 +1,410 @@
+"""The ComfyUI nodes without a server: schemas, schedules, samplers (whole vs stage chain), latents,
+decode, motion, loaders, progress and cancel. The nodes import ComfyUI, so this needs COMFYUI_PATH;
+the pack is imported as a package, the way ComfyUI loads it (relative imports)."""
+
+import asyncio
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
+if not COMFYUI_PATH or not Path(COMFYUI_PATH, "comfy", "model_management.py").is_file():
+    pytest.skip("COMFYUI_PATH is unset or holds no ComfyUI source (comfy/model_management.py); set it to run the "
+                "node tests", allow_module_level=True)
+
+sys.path.insert(0, COMFYUI_PATH)  # before the repo root: ComfyUI's top-level `nodes` must win over our `nodes/`
+import comfy.options
+
+comfy.options.enable_args_parsing(False)
+import comfy.cli_args
+
+comfy.cli_args.args.cpu = True
+import comfy.model_management
+import comfy.model_patcher
+import comfy.utils
+import folder_paths
+from comfy.cli_args import LatentPreviewMethod
+from comfy_api.latest import io
+
+ROOT = Path(__file__).resolve().parents[1]
+PACK = "lumina_video_pack"
+
+
+def import_pack():
+    spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+pack = import_pack()
+from lumina_video_pack.lumina_core.checkpoint import save_model
+from lumina_video_pack.lumina_core.motion import motion_score
+from lumina_video_pack.lumina_core.pipeline import VideoRequest, generate_latents
+from lumina_video_pack.lumina_core.sampling import OFFICIAL_PRESETS, SampleConfig
+from lumina_video_pack.lumina_core.schedule import Stage, value_at
+from lumina_video_pack.nodes import NODES
+from lumina_video_pack.nodes.loaders import (
+    SAME_FOLDER,
+    LuminaVideoModelLoader,
+    LuminaVideoTextEncoderLoader,
+    LuminaVideoVAELoader,
+)
+from lumina_video_pack.nodes.model_files import DEMO
+from lumina_video_pack.nodes.motion import (
+    LuminaVideoMotionScore,
+    LuminaVideoMotionScoreFromVideo,
+)
+from lumina_video_pack.nodes.plan_route import plan
+from lumina_video_pack.nodes.sampler import (
+    STAGE_END,
+    LuminaVideoSampler,
+    LuminaVideoStageSampler,
+)
+from lumina_video_pack.nodes.schedule import (
+    LuminaVideoScheduleJSON,
+    LuminaVideoSchedulePreset,
+    LuminaVideoScheduleStage,
+)
+from lumina_video_pack.nodes.text import LuminaVideoTextEncode
+from lumina_video_pack.nodes.video import (
+    LuminaVideoEmptyLatentVideo,
+    LuminaVideoVAEDecode,
+)
+
+PROMPT, NEGATIVE = "a red circle moving left", "static grey background"
+# Demo patches over three stages, guidance values constant per stage (so stage samplers can match it).
+STAGES = [{"patch": "2x2", "t_end": 0.3, "cfg": 4.0, "motion": 6.0, "neg_motion": 2.0, "renorm": -1.0},
+          {"patch": "1x2", "t_end": 0.7, "cfg": 4.0, "motion": 6.0, "neg_motion": 6.0, "renorm": 2.0},
+          {"patch": "1x1", "t_end": 1.0, "cfg": 0.0, "motion": 6.0, "neg_motion": 6.0, "renorm": -1.0}]
+STEPS, SHIFT = 7, 3.0
+
+
+def run(node, *args, **kwargs):
+    return node.execute(*args, **kwargs).result
+
+
+@pytest.fixture(scope="module")
+def model():
+    return run(LuminaVideoModelLoader, DEMO, "default", "sdpa")[0]
+
+
+@pytest.fixture(scope="module")
+def text_encoder():
+    return run(LuminaVideoTextEncoderLoader, DEMO, SAME_FOLDER, "default")[0]
+
+
+@pytest.fixture(scope="module")
+def captions(text_encoder):
+    return run(LuminaVideoTextEncode, text_encoder, PROMPT, NEGATIVE)
+
+
+@pytest.fixture(scope="module")
+def latent():
+    return run(LuminaVideoEmptyLatentVideo, 32, 32, 8, 1)[0]
+
+
+def chain(stages=STAGES, steps=STEPS, shift=SHIFT):
+    schedule = None
+    for stage in stages:
+        schedule = run(LuminaVideoScheduleStage, **stage, steps=steps, shift=shift, previous=schedule)[0]
+    return schedule
+
+
+# -- schemas and entry point ------------------------------------------------------------------
+def test_entrypoint_lists_every_node_once():
+    extension = asyncio.run(pack.comfy_entrypoint())
+    listed = asyncio.run(extension.get_node_list())
+    ids = [node.GET_SCHEMA().node_id for node in listed]
+    assert listed == NODES and len(set(ids)) == len(ids) == 13
+    assert pack.WEB_DIRECTORY == "./js" and not hasattr(pack, "NODE_CLASS_MAPPINGS")
+
+
+@pytest.mark.parametrize("node", NODES, ids=lambda node: node.__name__)
+def test_schema_names_category_tooltips_and_ranges(node):
+    schema = node.GET_SCHEMA()
+    assert schema.node_id == node.__name__ and schema.node_id.startswith("LuminaVideo")
+    assert schema.category.startswith("Lumina-Video/") and schema.description
+    for spec in schema.inputs:
+        assert spec.tooltip, f"{schema.node_id}.{spec.id} has no tooltip"
+        if isinstance(spec, (io.Int.Input, io.Float.Input)) and not spec.force_input:
+            assert spec.min is not None and spec.max is not None and spec.min <= spec.default <= spec.max
+        if isinstance(spec, io.Combo.Input):
+            assert spec.options and (spec.default is None or spec.default in spec.options)
+
+
+def test_demo_loaders_leave_the_global_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    run(LuminaVideoVAELoader, DEMO)
+    assert torch.equal(torch.rand(4), expected)
+
+
+def test_loaders_offer_the_built_in_demo_first():
+    for node, name in ((LuminaVideoModelLoader, "model_name"), (LuminaVideoTextEncoderLoader, "text_encoder_name"),
+                       (LuminaVideoVAELoader, "vae_name")):
+        combo = next(spec for spec in node.define_schema().inputs if spec.id == name)
+        assert combo.options[0] == DEMO
+
+
+# -- schedules ---------------------------------------------------------------------------------
+def test_preset_node_gives_the_official_config_and_overrides():
+    assert run(LuminaVideoSchedulePreset, "f24F96R960", 0)[0] == SampleConfig.preset("f24F96R960")
+    demo = run(LuminaVideoSchedulePreset, "demo", 0)[0]
+    assert [s.patch for s in demo.stages] == ["2x2", "1x2", "1x1"] and demo.steps == 20
+    overridden = run(LuminaVideoSchedulePreset, "f16F64R512", 12, motion=2.5)[0]
+    assert overridden.steps == 12 and overridden.motion == 2.5
+    assert overridden.stages == SampleConfig.preset("f16F64R512").stages
+
+
+def test_json_node_reads_official_dicts_and_names_bad_json():
+    text = ('{"P": ["2x4", [0.075, "2x2"], [0.3, "1x2"]], "step": 70, "ts": 8, "cfg": [12, [0.4, 0]], '
+            '"renorm": -1, "motion": 6, "negMotion": [2, [0.05, 6]]}')
+    assert run(LuminaVideoScheduleJSON, text)[0] == SampleConfig.preset("f16F64R512")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        run(LuminaVideoScheduleJSON, '{"P": "1x2", ')
+    with pytest.raises(ValueError, match="unknown keys"):
+        run(LuminaVideoScheduleJSON, '{"P": "1x2", "steps": 30}')
+
+
+def test_stage_node_chain_equals_the_official_f24_preset():
+    preset = SampleConfig.preset("f24F96R960")
+    # The official values switch inside patch stages (negMotion at 0.05, cfg at 0.2): one stage node each.
+    stages = [{"patch": "2x4", "t_end": 0.03, "cfg": 20.0, "motion": 6.0, "neg_motion": 2.0, "renorm": 2.0},
+              {"patch": "2x2", "t_end": 0.05, "cfg": 20.0, "motion": 6.0, "neg_motion": 2.0, "renorm": 2.0},
+              {"patch": "2x2", "t_end": 0.125, "cfg": 20.0, "motion": 6.0, "neg_motion": 6.0, "renorm": 2.0},
+              {"patch": "1x2", "t_end": 0.2, "cfg": 20.0, "motion": 6.0, "neg_motion": 6.0, "renorm": 2.0},
+              {"patch": "1x2", "t_end": 1.0, "cfg": 0.0, "motion": 6.0, "neg_motion": 6.0, "renorm": 2.0}]
+    built = chain(stages, steps=70, shift=24.0)
+    assert (built.steps, built.shift) == (preset.steps, preset.shift)
+    assert (built.cfg, built.motion, built.neg_motion, built.renorm) == \
+           (preset.cfg, preset.motion, preset.neg_motion, preset.renorm)
+    merged = [built.stages[0]]
+    for stage in built.stages[1:]:
+        if stage.patch == merged[-1].patch:
+            stage = Stage(stage.patch_size, stage.f_patch_size, merged.pop().t_start, stage.t_end)
+        merged.append(stage)
+    assert tuple(merged) == preset.stages
+    assert calls(built) == calls(preset) and len(calls(built)) == 69
+
+
+def calls(config):
+    """(grid index, patch, cfg, motion, negative motion, renorm) of every model call."""
+    values = (config.cfg, config.motion, config.neg_motion, config.renorm)
+    return [(index, stage.patch, *(value_at(value, t) for value in values)) for index, t, _, stage in config.plan()]
+
+
+def test_stage_node_refuses_a_stage_that_does_not_move_forward():
+    first = chain(STAGES[:1])
+    with pytest.raises(ValueError, match=r"t_end 0.2 is not after the previous stage's end t = 0.3"):
+        run(LuminaVideoScheduleStage, **{**STAGES[1], "t_end": 0.2}, steps=STEPS, shift=SHIFT, previous=first)
+    with pytest.raises(ValueError, match=r"already reaches t = 1"):
+        run(LuminaVideoScheduleStage, **STAGES[2], steps=STEPS, shift=SHIFT, previous=chain())
+
+
+def test_plan_for_the_timeline_counts_calls_per_stage():
+    f24 = plan({"preset": "f24F96R960", "steps": None})
+    assert [(s["patch"], s["calls"]) for s in f24["stages"]] == [("2x4", 30), ("2x2", 24), ("1x2", 15)]
+    assert f24["total_calls"] == len(f24["call_times"]) == 69 and f24["call_times"][0] == 0.0
+    assert plan({"official": json.dumps(OFFICIAL_PRESETS["f24F96R960"])}) == f24
+    assert plan({"preset": "demo", "steps": 10})["total_calls"] == 9
+    stages = [{"patch": s["patch"], "t_start": start, "t_end": s["t_end"]}
+              for s, start in zip(STAGES, (0.0, 0.3, 0.7))]
+    chained = plan({"stages": stages, "steps": STEPS, "shift": SHIFT})
+    assert chained["call_times"] == [t for _, t, _, _ in chain().plan()]
+    with pytest.raises(ValueError, match="'FxP'"):
+        plan({"stages": [{"patch": "3y2", "t_start": 0.0, "t_end": 1.0}], "steps": 7, "shift": 3.0})
+
+
+# -- sampling ----------------------------------------------------------------------------------
+def test_whole_sampler_equals_the_core_pipeline_bit_for_bit(model, text_encoder, captions, latent):
+    positive, negative = captions
+    schedule = chain()
+    out = run(LuminaVideoSampler, model, positive, negative, latent, schedule, 11)[0]
+    request = VideoRequest(prompt=PROMPT, negative_prompt=NEGATIVE, width=32, height=32, frames=8, seed=11)
+    expected = generate_latents(model.model, text_encoder.patcher.model.inner, text_encoder.tokenizer, request,
+                                schedule)
+    assert out["samples"].shape == (1, 16, 2, 4, 4) and torch.equal(out["samples"], expected)
+    assert out[STAGE_END] == {"t": 1.0, "steps": STEPS, "shift": SHIFT}
+
+
+def test_stage_sampler_chain_equals_whole_sampler_bit_for_bit(model, captions, latent):
+    positive, negative = captions
+    whole = run(LuminaVideoSampler, model, positive, negative, latent, chain(), 5)[0]
+    current, t_start = latent, 0.0
+    for stage in STAGES:
+        current = run(LuminaVideoStageSampler, model, positive, negative, current, 5, t_start=t_start, steps=STEPS,
+                      shift=SHIFT, **stage)[0]
+        t_start = stage["t_end"]
+    assert torch.equal(current["samples"], whole["samples"])
+    other_seed = run(LuminaVideoSampler, model, positive, negative, latent, chain(), 6)[0]
+    assert not torch.equal(whole["samples"], other_seed["samples"])
+
+
+def test_stage_sampler_refuses_a_latent_that_stopped_elsewhere(model, captions, latent):
+    positive, negative = captions
+    first = run(LuminaVideoStageSampler, model, positive, negative, latent, 0, t_start=0.0, steps=STEPS, shift=SHIFT,
+                **STAGES[0])[0]
+    with pytest.raises(ValueError, match=r"stopped at t = 0.3 .* set t_start = 0.3, steps = 7, shift = 3.0"):
+        run(LuminaVideoStageSampler, model, positive, negative, first, 0, t_start=0.2, steps=STEPS, shift=SHIFT,
+            **STAGES[1])
+
+
+def forward_calls(model):
+    calls = []
+    handle = model.model.register_forward_hook(lambda *args: calls.append(1))
+    return calls, handle
+
+
+def test_patch_pair_missing_from_the_model_fails_before_any_step(model, captions, latent):
+    positive, negative = captions
+    calls, handle = forward_calls(model)
+    try:
+        with pytest.raises(ValueError, match=r"patch pair 2x4 .* not in this model; it has embedders for 1x1, 1x2, "
+                                             r"2x2"):
+            run(LuminaVideoSampler, model, positive, negative, latent, SampleConfig.preset("f16F64R512"), 0)
+        with pytest.raises(ValueError, match=r"patch pair 1x4 .* not in this model"):
+            run(LuminaVideoStageSampler, model, positive, negative, latent, 0, patch="1x4", t_start=0.0, t_end=1.0,
+                steps=STEPS, shift=SHIFT, cfg=0.0, motion=6.0, neg_motion=2.0, renorm=-1.0)
+    finally:
+        handle.remove()
+    assert calls == []
+
+
+def test_latent_sizes_that_the_patches_do_not_divide_fail_before_any_step(model, captions):
+    positive, negative = captions
+    calls, handle = forward_calls(model)
+    try:
+        with pytest.raises(ValueError, match=r"latent height 5 is not divisible by patch size 2; use 4 or 6"):
+            run(LuminaVideoSampler, model, positive, negative, {"samples": torch.zeros(1, 16, 2, 5, 4)}, chain(), 0)
+        with pytest.raises(ValueError, match=r"latent frame count 3 is not divisible by f-patch size 2"):
+            run(LuminaVideoSampler, model, positive, negative, {"samples": torch.zeros(1, 16, 3, 4, 4)},
+                SampleConfig.from_official({"P": "2x2", "step": 4}), 0)
+    finally:
+        handle.remove()
+    assert calls == []
+
+
+def test_caption_width_of_another_text_encoder_is_refused(model, captions, latent):
+    _, negative = captions
+    wide = {"feats": torch.zeros(1, 8, 2304), "mask": torch.ones(1, 8, dtype=torch.long)}
+    with pytest.raises(ValueError, match=r"positive caption features are 2304 wide but this model reads 64-wide"):
+        run(LuminaVideoSampler, model, wide, negative, latent, chain(), 0)
+
+
+def test_a_batch_repeats_the_prompt_over_its_rows(model, captions):
+    positive, negative = captions
+    pair = run(LuminaVideoEmptyLatentVideo, 32, 32, 8, 2)[0]
+    out = run(LuminaVideoSampler, model, positive, negative, pair, chain(), 3)[0]["samples"]
+    assert out.shape == (2, 16, 2, 4, 4) and torch.isfinite(out).all() and not torch.equal(out[:1], out[1:])
+
+
+def test_progress_counts_every_model_call_and_sends_previews(model, captions, latent, monkeypatch):
+    positive, negative = captions
+    updates = []
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK",
+                        lambda value, total, preview, node_id=None: updates.append((value, total, preview)))
+    monkeypatch.setattr(comfy.cli_args.args, "preview_method", LatentPreviewMethod.Latent2RGB)
+    schedule = chain()
+    run(LuminaVideoSampler, model, positive, negative, latent, schedule, 0)
+    total = len(schedule.plan())
+    assert [(value, count) for value, count, _ in updates] == [(i, total) for i in range(1, total + 1)]
+    kind, image, _ = updates[-1][2]
+    assert kind == "JPEG" and image.size == (4, 4) and image.mode == "RGB"
+
+
+def test_interrupt_stops_sampling_at_the_next_step(model, captions, latent):
+    positive, negative = captions
+    calls, handle = forward_calls(model)
+    comfy.model_management.interrupt_current_processing(True)
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            run(LuminaVideoSampler, model, positive, negative, latent, chain(), 0)
+    finally:
+        handle.remove()
+        comfy.model_management.interrupt_current_processing(False)
+    assert len(calls) == 1
+
+
+# -- latents, decode, text, motion --------------------------------------------------------------
+def test_empty_latent_shape_and_size_errors():
+    assert run(LuminaVideoEmptyLatentVideo, 64, 96, 16, 1)[0]["samples"].shape == (1, 16, 4, 12, 8)
+    assert run(LuminaVideoEmptyLatentVideo, 1248, 704, 96, 1)[0]["samples"].shape == (1, 16, 24, 88, 156)
+    assert run(LuminaVideoEmptyLatentVideo, 32, 32, 1, 1)[0]["samples"].shape == (1, 16, 1, 4, 4)
+    with pytest.raises(ValueError, match=r"frame count 10 is not valid .* use 9 or 16"):
+        run(LuminaVideoEmptyLatentVideo, 64, 64, 10, 1)
+    with pytest.raises(ValueError, match=r"width 70 is not a positive multiple of 32 .* use 64 or 96"):
+        run(LuminaVideoEmptyLatentVideo, 70, 64, 16, 1)
+
+
+def test_vae_decode_gives_frames_and_a_video():
+    vae = run(LuminaVideoVAELoader, DEMO)[0]
+    latents = torch.randn(2, 16, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    images, video = run(LuminaVideoVAEDecode, vae, {"samples": latents}, "off", 12.0)
+    assert images.shape == (16, 32, 32, 3) and images.dtype == torch.float32
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    single, _ = run(LuminaVideoVAEDecode, vae, {"samples": latents[1:]}, "off", 12.0)
+    torch.testing.assert_close(images[8:], single, atol=1e-5, rtol=0)
+    components = video.get_components()
+    assert torch.equal(components.images, images) and components.frame_rate == 12
+    assert video.get_dimensions() == (32, 32)
+
+
+def test_text_encode_splits_prompt_and_negative_rows(captions):
+    positive, negative = captions
+    assert positive["feats"].shape[0] == negative["feats"].shape[0] == 1
+    assert positive["feats"].shape[:2] == positive["mask"].shape and positive["feats"].shape[2] == 64
+    assert positive["feats"].shape[1] % 8 == 0 and not torch.equal(positive["feats"], negative["feats"])
+
+
+def test_motion_nodes():
+    assert run(LuminaVideoMotionScore, 6.0) == (6.0,)
+    texture = np.random.default_rng(0).random((64, 160, 3)).astype(np.float32)
+    frames = np.stack([np.roll(texture, 3 * i, axis=1) for i in range(3)])  # 3 px per frame, 2 fps = 0.5 s apart
+    with pytest.warns(UserWarning, match="shorter than"):
+        score = run(LuminaVideoMotionScoreFromVideo, torch.from_numpy(frames), 2.0)[0]
+    with pytest.warns(UserWarning, match="shorter than"):
+        expected = motion_score(frames, fps=2.0)
+    assert score == expected
+    assert score == pytest.approx(3 * 576 / 160 / 2, rel=0.2)  # d px per 0.5 s at 576 wide scores d / 2
+    with pytest.raises(ValueError, match="shorter than 0.5 s"):
+        run(LuminaVideoMotionScoreFromVideo, torch.from_numpy(frames[:1]), 2.0)
+
+
+# -- loaders from ComfyUI's model folders ---------------------------------------------------------
+def test_model_loader_lists_and_loads_files_and_official_folders(model, tmp_path, monkeypatch):
+    save_model(model.model, tmp_path / "single.safetensors")
+    save_model(model.model, tmp_path / "Lumina-Official" / "consolidated.00-of-01.safetensors")
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "diffusion_models",
+                        ([str(tmp_path)], folder_paths.supported_pt_extensions))
+    monkeypatch.setattr(folder_paths, "filename_list_cache", {})
+    combo = next(spec for spec in LuminaVideoModelLoader.define_schema().inputs if spec.id == "model_name")
+    assert combo.options == [DEMO, "Lumina-Official", "single.safetensors"]
+    expected = model.model.state_dict()
+    for name in combo.options[1:]:
+        patcher = run(LuminaVideoModelLoader, name, "fp32", "reference")[0]
+        assert isinstance(patcher, comfy.model_patcher.ModelPatcher)
+        assert patcher.load_device == comfy.model_management.get_torch_device()
+        loaded = patcher.model.state_dict()
+        assert loaded.keys() == expected.keys() and all(torch.equal(loaded[k], expected[k]) for k in expected)
+    bf16 = run(LuminaVideoModelLoader, "single.safetensors", "bf16", "sdpa")[0]
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    with pytest.raises(FileNotFoundError, match=r"'missing.safetensors' is not a file or model folder"):
+        run(LuminaVideoModelLoader, "missing.safetensors", "default", "sdpa")
+
+
+def test_text_encoder_file_without_tokenizer_names_the_fix(tmp_path, monkeypatch):
+    (tmp_path / "gemma.safetensors").write_bytes(b"")
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "text_encoders",
+                        ([str(tmp_path)], folder_paths.supported_pt_extensions))
+    monkeypatch.setattr(folder_paths, "filename_list_cache", {})
+    with pytest.raises(ValueError, match=r"single file without a tokenizer; pick the folder"):
+        run(LuminaVideoTextEncoderLoader, "gemma.safetensors", SAME_FOLDER, "default")
