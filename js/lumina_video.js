@@ -1,7 +1,7 @@
 // Lumina-Video: draws the patch schedule as a timeline on schedule and sampler nodes.
 //
-// Each stage is a box over its t range (0 = noise at the left, 1 = finished video at the right),
-// labelled with its patch pair "FxP" and the number of model calls it makes on the time grid.
+// Each stage is a box labelled with its patch pair "FxP" and the number of model calls it makes on
+// the time grid (left = noise, right = finished video), with the t where it starts underneath.
 // The numbers come from the pack's server route /lumina_video/plan, which runs lumina_core's own
 // schedule code, so the widget shows exactly what the sampler will do (and its error otherwise).
 import { app } from "../../scripts/app.js";
@@ -88,11 +88,16 @@ async function fetchPlan(node) {
   node.setDirtyCanvas?.(true, true);
 }
 
+// Stages are laid out by their share of model calls (the shifted grid crowds the early, coarse
+// stages into a sliver of t, yet they are a large share of the steps); their switch times are
+// written under the boundaries.
 function drawTimeline(ctx, node, width, y) {
   const plan = node.__luminaPlan;
   const left = 10;
   const right = width - 10;
   const span = right - left;
+  const barTop = y + 6;
+  const barHeight = HEIGHT - 30;
   ctx.save();
   ctx.fillStyle = "#1d1d1d";
   ctx.fillRect(left, y + 4, span, HEIGHT - 8);
@@ -105,22 +110,27 @@ function drawTimeline(ctx, node, width, y) {
     ctx.fillStyle = "#e05555";
     ctx.fillText(plan.error.slice(0, Math.max(20, Math.floor(span / 6))), left + 6, y + HEIGHT / 2);
   } else {
-    for (const stage of plan.stages) {
-      const x0 = left + stage.t_start * span;
-      const x1 = left + stage.t_end * span;
+    const total = Math.max(1, plan.total_calls);
+    const end = plan.stages[plan.stages.length - 1].t_end;
+    const summary = `${plan.total_calls} calls, t=${end === 1 ? 1 : end}`;
+    const summaryLeft = right - ctx.measureText(summary).width - 2;
+    ctx.fillStyle = "#ddd";
+    ctx.fillText(summary, summaryLeft, y + HEIGHT - 14);
+    let x = left;
+    plan.stages.forEach((stage, index) => {
+      const w = (stage.calls / total) * span;
       ctx.fillStyle = PATCH_COLOURS[stage.patch] ?? "#777";
-      ctx.fillRect(x0 + 1, y + 6, Math.max(2, x1 - x0 - 2), HEIGHT - 30);
+      ctx.fillRect(x + 1, barTop, Math.max(2, w - 2), barHeight);
       ctx.fillStyle = "#fff";
       const label = `${stage.patch} · ${stage.calls}`;
-      if (x1 - x0 > ctx.measureText(label).width + 6) ctx.fillText(label, x0 + 4, y + 6 + (HEIGHT - 30) / 2);
-    }
-    // One tick per model call of the grid, at its t.
-    ctx.fillStyle = "#bbb";
-    for (const t of plan.call_times) ctx.fillRect(left + t * span, y + HEIGHT - 22, 1, 5);
-    ctx.fillStyle = "#aaa";
-    ctx.fillText(`t=0 noise`, left + 2, y + HEIGHT - 10);
-    const summary = `${plan.total_calls} calls · ${plan.stages.map((s) => s.patch).join(" → ")} · t=1`;
-    ctx.fillText(summary, right - ctx.measureText(summary).width - 2, y + HEIGHT - 10);
+      if (w > ctx.measureText(label).width + 6) ctx.fillText(label, x + 4, barTop + barHeight / 2);
+      const switchLabel = `t=${stage.t_start}`;
+      if (x + 2 + ctx.measureText(switchLabel).width < summaryLeft - 4) {
+        ctx.fillStyle = "#aaa";
+        ctx.fillText(switchLabel, x + 2, y + HEIGHT - 14);
+      }
+      x += w;
+    });
   }
   ctx.restore();
 }
