@@ -8,7 +8,6 @@ Every argument is checked before any model loads.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import replace
@@ -19,6 +18,7 @@ import torch
 from .sampling import OFFICIAL_PRESETS, SampleConfig
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+WORKFLOW_DTYPES = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16"}  # the model loader node's weight_dtype
 
 
 class UsageError(ValueError):
@@ -140,6 +140,8 @@ def generate(args) -> Path:
 
     from .pipeline import check_request, generate_video
     from .video_io import write_contact_sheet, write_mp4
+    from .workflow import GenerationGraph
+    from .workflow import metadata as workflow_metadata
 
     config, request, fps = plan(args)
     start = time.perf_counter()
@@ -151,10 +153,11 @@ def generate(args) -> Path:
             bar.update(1)
 
         frames = generate_video(model, text_model, tokenizer, vae, request, config, callback=progress)
-    settings = {"prompt": request.prompt, "negative_prompt": request.negative_prompt, "seed": request.seed,
-                "width": request.width, "height": request.height, "frames": request.frames, "fps": fps,
-                "schedule": config.to_official(), "model": str(args.model or "demo")}
-    metadata = {"lumina_video": json.dumps(settings)}
+    graph = GenerationGraph(prompt=request.prompt, negative_prompt=request.negative_prompt, seed=request.seed,
+                            width=request.width, height=request.height, frames=request.frames, fps=fps,
+                            schedule=config.to_official(), model=args.model, text_encoder=args.text_encoder,
+                            tokenizer=args.tokenizer, vae=args.vae, weight_dtype=WORKFLOW_DTYPES[args.dtype])
+    metadata = workflow_metadata(graph)
     video = write_mp4(args.out, frames.numpy(), fps, metadata=metadata)
     sheet = write_contact_sheet(args.out.with_suffix(".png"), frames.numpy(), metadata=metadata)
     print(f"wrote {video} ({frames.shape[0]} frames, {request.width}x{request.height}) and {sheet} "

@@ -1,10 +1,13 @@
 """The command line: the main job on the demo models, and bad values refused before any model loads."""
 
+import json
+import re
 import subprocess
 import sys
 
 import av
 import pytest
+from PIL import Image
 
 from lumina_core import cli, demo
 from lumina_core.pipeline import check_pixel_size
@@ -47,7 +50,7 @@ def test_bad_values_fail_fast_with_a_clear_message(tmp_path, capsys, no_model_lo
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["generate", "--prompt", "x", "--out", str(tmp_path / "v.mp4"), *extra])
     assert exit_info.value.code == 2
-    assert __import__("re").search(message, capsys.readouterr().err)
+    assert re.search(message, capsys.readouterr().err)
     assert not list(tmp_path.iterdir())
 
 
@@ -75,3 +78,30 @@ def test_pixel_size_errors_name_the_nearest_sizes():
         check_pixel_size(1248, 700, 32)
     with pytest.raises(ValueError, match="width 10 .*use 32"):
         check_pixel_size(10, 64, 32)
+
+
+def test_generated_files_carry_the_equivalent_comfyui_graph(tmp_path):
+    """The mp4 and the contact sheet hold "workflow" (UI) and "prompt" (API) JSON as ComfyUI's savers do,
+    describing the same call: prompts, seed, size, frames and the schedule with the motion override."""
+    out = tmp_path / "clip.mp4"
+    cli.main(["generate", "--prompt", "a blue square moving up", "--negative-prompt", "blurry", "--motion", "9",
+              "--seed", "5", "--steps", "3", "--out", str(out)])
+    with av.open(str(out)) as container:
+        tags = dict(container.metadata)
+    with Image.open(out.with_suffix(".png")) as sheet:
+        assert sheet.info["workflow"] == tags["workflow"] and sheet.info["prompt"] == tags["prompt"]
+    prompt = json.loads(tags["prompt"])
+    by_type = {node["class_type"]: node["inputs"] for node in prompt.values()}
+    assert by_type["LuminaVideoTextEncode"] == {"prompt": "a blue square moving up", "negative_prompt": "blurry",
+                                                "text_encoder": ["2", 0]}
+    assert by_type["LuminaVideoSampler"]["seed"] == 5
+    assert by_type["LuminaVideoEmptyLatentVideo"] == {"width": 64, "height": 64, "frames": 16, "batch_size": 1}
+    schedule = json.loads(by_type["LuminaVideoScheduleJSON"]["config"])
+    assert schedule["motion"] == 9.0 and schedule["step"] == 3
+    assert by_type["LuminaVideoModelLoader"]["model_name"] == "lumina-video-demo (built-in)"
+    workflow = json.loads(tags["workflow"])
+    ids = {node["id"] for node in workflow["nodes"]}
+    for link_id, origin, _, target, slot, _ in workflow["links"]:
+        assert origin in ids and target in ids
+        target_node = next(node for node in workflow["nodes"] if node["id"] == target)
+        assert target_node["inputs"][slot]["link"] == link_id
