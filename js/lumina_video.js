@@ -147,7 +147,8 @@ app.registerExtension({
         name: "lumina_timeline",
         type: "lumina_timeline",
         value: null,
-        serialize: false,
+        serialize: false, // not in widgets_values
+        options: { serialize: false }, // not in the prompt graphToPrompt builds
         computeSize: (width) => [width, HEIGHT],
         draw(ctx, drawnNode, width, y) {
           fetchPlan(drawnNode);
