@@ -3,112 +3,36 @@ node, a prompt built from the built-in demo entries runs to saved files, a secon
 loaded models, and an interrupt stops a long sampling run while the server keeps serving."""
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 import urllib.error
-import urllib.request
-from pathlib import Path
 
 import av
 import pytest
+from comfy_host import (
+    DEMO,
+    HOST_MISSING,
+    LINK_NAME,
+    RUN_TIMEOUT_S,
+    assert_success,
+    messages,
+    running_server,
+)
 
-COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
-if not COMFYUI_PATH or not Path(COMFYUI_PATH, "main.py").is_file():
-    pytest.skip("no ComfyUI host: COMFYUI_PATH is unset or has no main.py (set it to a ComfyUI source tree, e.g. "
-                "../shared/comfyui)", allow_module_level=True)
+if HOST_MISSING:
+    pytest.skip(HOST_MISSING, allow_module_level=True)
 
-ROOT = Path(__file__).resolve().parents[1]
-LINK_NAME = "comfyui-lumina-video"
-DEMO = "lumina-video-demo (built-in)"
 NODE_IDS = {
     "LuminaVideoModelLoader", "LuminaVideoTextEncoderLoader", "LuminaVideoVAELoader", "LuminaVideoTextEncode",
     "LuminaVideoMotionScore", "LuminaVideoMotionScoreFromVideo", "LuminaVideoSchedulePreset",
     "LuminaVideoScheduleJSON", "LuminaVideoScheduleStage", "LuminaVideoEmptyLatentVideo", "LuminaVideoSampler",
     "LuminaVideoStageSampler", "LuminaVideoVAEDecode",
 }
-BOOT_TIMEOUT_S = 60
-RUN_TIMEOUT_S = 60
-
-
-class Server:
-    def __init__(self, url: str, base: Path, log: Path):
-        self.url, self.base, self.log = url, base, log
-
-    def get(self, path: str):
-        with urllib.request.urlopen(self.url + path, timeout=10) as response:
-            return json.loads(response.read())
-
-    def post(self, path: str, payload: dict):
-        request = urllib.request.Request(self.url + path, data=json.dumps(payload).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            body = response.read()
-        return json.loads(body) if body else None
-
-    def queue(self, prompt: dict) -> str:
-        answer = self.post("/prompt", {"prompt": prompt, "client_id": "lumina-video-tests"})
-        assert not answer.get("node_errors"), answer["node_errors"]
-        return answer["prompt_id"]
-
-    def wait(self, prompt_id: str, timeout: float = RUN_TIMEOUT_S) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            history = self.get(f"/history/{prompt_id}")
-            if prompt_id in history and history[prompt_id]["status"].get("completed") is not None:
-                return history[prompt_id]
-            time.sleep(0.2)
-        raise AssertionError(f"prompt {prompt_id} did not finish in {timeout} s; log tail:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server():
-    base = Path(tempfile.mkdtemp(prefix="lumina-video-comfyui-"))
-    (base / "custom_nodes").mkdir()
-    (base / "custom_nodes" / LINK_NAME).symlink_to(ROOT, target_is_directory=True)
-    port, log = free_port(), base / "comfyui.log"
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "DO_NOT_TRACK": "1"}
-    command = [sys.executable, str(Path(COMFYUI_PATH, "main.py")), "--cpu", "--disable-api-nodes", "--listen",
-               "127.0.0.1", "--port", str(port), "--base-directory", str(base),
-               "--database-url", f"sqlite:///{base}/comfyui.db"]
-    with open(log, "w") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=base)
-    host = Server(f"http://127.0.0.1:{port}", base, log)
-    try:
-        deadline = time.monotonic() + BOOT_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"ComfyUI exited with code {process.returncode} while booting:\n{host.log_tail()}")
-            try:
-                host.get("/system_stats")
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"ComfyUI did not answer /system_stats in {BOOT_TIMEOUT_S} s:\n{host.log_tail()}")
-                time.sleep(0.2)
+    with running_server() as host:
         yield host
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def demo_prompt(seed: int, steps: int = 4, size: int = 32, frames: int = 8) -> dict:
@@ -149,14 +73,6 @@ def stage_prompt(seed: int) -> dict:
                                "seed": seed, "patch": "1x2", "t_start": 0.3, "t_end": 1.0, "motion": ["11", 0], **grid}}
     prompt["8"]["inputs"]["latent"] = ["13", 0]
     return prompt
-
-
-def messages(entry: dict) -> dict:
-    return {name: data for name, data in entry["status"]["messages"]}
-
-
-def assert_success(entry: dict) -> None:
-    assert entry["status"]["status_str"] == "success", json.dumps(messages(entry).get("execution_error"), indent=1)
 
 
 def test_pack_imports_without_errors(server):

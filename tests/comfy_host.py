@@ -1,0 +1,132 @@
+"""A real ComfyUI server for host tests (COMFYUI_PATH): boots ``main.py --cpu`` with the pack linked into a
+temporary base directory, on a free loopback port, and talks to it over HTTP. Shared by test_host.py and
+test_workflows.py; not a test module itself."""
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
+HOST_MISSING = None if COMFYUI_PATH and Path(COMFYUI_PATH, "main.py").is_file() else (
+    "no ComfyUI host: COMFYUI_PATH is unset or has no main.py (set it to a ComfyUI source tree, e.g. "
+    "../shared/comfyui)")
+"""Why host tests must skip, or None when a host is there."""
+
+ROOT = Path(__file__).resolve().parents[1]
+LINK_NAME = "comfyui-lumina-video"
+DEMO = "lumina-video-demo (built-in)"
+BOOT_TIMEOUT_S = 60
+RUN_TIMEOUT_S = 60
+
+
+class Server:
+    def __init__(self, url: str, base: Path, log: Path):
+        self.url, self.base, self.log = url, base, log
+
+    def get(self, path: str):
+        with urllib.request.urlopen(self.url + path, timeout=10) as response:
+            return json.loads(response.read())
+
+    def post(self, path: str, payload: dict):
+        with urllib.request.urlopen(self._request(path, payload), timeout=10) as response:
+            body = response.read()
+        return json.loads(body) if body else None
+
+    def post_answer(self, path: str, payload: dict) -> dict:
+        """{"status": HTTP status, "body": JSON answer}, for refusals (4xx) too."""
+        try:
+            with urllib.request.urlopen(self._request(path, payload), timeout=30) as response:
+                return {"status": response.status, "body": json.loads(response.read() or b"null")}
+        except urllib.error.HTTPError as error:
+            return {"status": error.code, "body": json.loads(error.read() or b"null")}
+
+    def _request(self, path: str, payload: dict) -> urllib.request.Request:
+        return urllib.request.Request(self.url + path, data=json.dumps(payload).encode(),
+                                      headers={"Content-Type": "application/json"})
+
+    def queue(self, prompt: dict) -> str:
+        answer = self.post("/prompt", {"prompt": prompt, "client_id": "lumina-video-tests"})
+        assert not answer.get("node_errors"), answer["node_errors"]
+        return answer["prompt_id"]
+
+    def wait(self, prompt_id: str, timeout: float = RUN_TIMEOUT_S) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            history = self.get(f"/history/{prompt_id}")
+            if prompt_id in history and history[prompt_id]["status"].get("completed") is not None:
+                return history[prompt_id]
+            time.sleep(0.2)
+        raise AssertionError(f"prompt {prompt_id} did not finish in {timeout} s; log tail:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(prepare: Callable[[Path], None] | None = None) -> Iterator[Server]:
+    """Boot ComfyUI with this pack in a fresh base directory and yield it; stop it and delete the base
+    directory afterwards. ``prepare(base)`` runs before the boot (e.g. to put files into base/models)."""
+    import pytest
+
+    base = Path(tempfile.mkdtemp(prefix="lumina-video-comfyui-"))
+    process = None
+    try:
+        (base / "custom_nodes").mkdir()
+        (base / "custom_nodes" / LINK_NAME).symlink_to(ROOT, target_is_directory=True)
+        if prepare is not None:
+            prepare(base)
+        port, log = free_port(), base / "comfyui.log"
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+               "DO_NOT_TRACK": "1"}
+        command = [sys.executable, str(Path(COMFYUI_PATH, "main.py")), "--cpu", "--disable-api-nodes", "--listen",
+                   "127.0.0.1", "--port", str(port), "--base-directory", str(base),
+                   "--database-url", f"sqlite:///{base}/comfyui.db"]
+        with open(log, "w") as log_file:
+            process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=base)
+        host = Server(f"http://127.0.0.1:{port}", base, log)
+        deadline = time.monotonic() + BOOT_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"ComfyUI exited with code {process.returncode} while booting:\n{host.log_tail()}")
+            try:
+                host.get("/system_stats")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"ComfyUI did not answer /system_stats in {BOOT_TIMEOUT_S} s:\n{host.log_tail()}")
+                time.sleep(0.2)
+        yield host
+    finally:
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def messages(entry: dict) -> dict:
+    """A /history entry's status messages by name (execution_start, execution_cached, execution_error, ...)."""
+    return {name: data for name, data in entry["status"]["messages"]}
+
+
+def assert_success(entry: dict) -> None:
+    assert entry["status"]["status_str"] == "success", json.dumps(messages(entry).get("execution_error"), indent=1)

@@ -1,0 +1,375 @@
+"""The example workflows (example_workflows/*.json, the UI format users drag into the browser).
+
+Without a host: every file is a complete UI-format graph (the per-node fields the frontend's schema
+wants, consistent links, a topological 'order', no overlapping nodes, a Note naming the model folders)
+and its video size fits the schedules it uses.
+
+With a host (COMFYUI_PATH): one ComfyUI server, its models folders holding tiny random stand-ins under
+the exact names the workflows reference (a NextDiT with the official patch pairs, a Gemma-2 folder with a
+tokenizer, a CogVideoX VAE folder) and a short reference clip in its input folder. Each workflow is
+converted to the API format with the server's /object_info; the unmodified prompt must pass /prompt
+validation, and a size-reduced copy must run on CPU to saved frames and a video. The hand-built stage
+chain must give exactly the frames of the one-node f24F96R960 preset run.
+"""
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from comfy_host import (
+    DEMO,
+    HOST_MISSING,
+    ROOT,
+    assert_success,
+    messages,
+    running_server,
+)
+from PIL import Image
+
+from lumina_core.demo import DEMO_SCHEDULE
+from lumina_core.model import PRESETS, NextDiT, check_latent_size
+from lumina_core.motion import motion_score
+from lumina_core.pipeline import check_pixel_size
+from lumina_core.sampling import SampleConfig
+from lumina_core.schedule import parse_patch
+from lumina_core.vae import latent_count_for_frames
+
+WORKFLOW_DIR = ROOT / "example_workflows"
+WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
+EXPECTED = {
+    "lumina_video_t2v_960p_multiscale.json", "lumina_video_t2v_512p_fast.json",
+    "lumina_video_t2v_single_scale_reference.json", "lumina_video_t2i_image.json",
+    "lumina_video_motion_from_reference_video.json", "lumina_video_three_stage_chain.json",
+    "lumina_video_demo_cpu.json",
+}
+NODE_FIELDS = ("id", "type", "pos", "size", "flags", "order", "mode", "inputs", "outputs", "properties",
+               "widgets_values")
+UI_ONLY = {"Note", "MarkdownNote"}  # frontend-only nodes: not in /object_info, never executed
+SKIPPED_MODES = {2, 4}  # "never" (muted) and bypassed nodes are left out of the API prompt
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+TITLE_HEIGHT = 30  # the title bar is drawn above a node's pos
+LOADERS = {"LuminaVideoModelLoader": "diffusion_models", "LuminaVideoTextEncoderLoader": "text_encoders",
+           "LuminaVideoVAELoader": "vae"}
+GEMMA_HIDDEN = 32
+
+needs_host = pytest.mark.skipif(HOST_MISSING is not None, reason=HOST_MISSING or "")
+by_name = pytest.mark.parametrize("path", WORKFLOWS, ids=[path.name for path in WORKFLOWS])
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def nodes_of(workflow: dict, node_type: str) -> list[dict]:
+    return [node for node in workflow["nodes"] if node["type"] == node_type]
+
+
+# --------------------------------------------------------------------------- UI -> API conversion
+def widget_inputs(info: dict) -> list[tuple[str, bool]]:
+    """(name, has a control_after_generate value) of a node type's widget inputs, in the order the frontend
+    stores their values: required, then optional, each in schema order. forceInput values are sockets."""
+    widgets = []
+    for section in ("required", "optional"):
+        for name in info.get("input_order", {}).get(section, []):
+            kind, options = (info["input"][section][name] + [{}])[:2]
+            if (isinstance(kind, list) or kind in WIDGET_TYPES) and not options.get("forceInput"):
+                widgets.append((name, bool(options.get("control_after_generate"))))
+    return widgets
+
+
+def to_api(workflow: dict, object_info: dict) -> dict:
+    """The API-format prompt of a UI-format workflow: widgets_values mapped onto the widget inputs in order
+    (skipping each control_after_generate value; trailing frontend-only values such as an upload button's
+    are ignored), links as [origin id, origin slot] (they override a widget's value). UI-only nodes and
+    muted/bypassed ones are left out (an input linked to one is dropped; no bypass pass-through)."""
+    links = {link[0]: link for link in workflow["links"]}
+    kept = {node["id"] for node in workflow["nodes"]
+            if node["type"] not in UI_ONLY and node["mode"] not in SKIPPED_MODES}
+    prompt = {}
+    for node in workflow["nodes"]:
+        if node["id"] not in kept:
+            continue
+        values, inputs = iter(node["widgets_values"]), {}
+        for name, has_control in widget_inputs(object_info[node["type"]]):
+            inputs[name] = next(values)
+            if has_control:
+                next(values)
+        for slot in node["inputs"]:
+            if slot.get("link") is not None:
+                _, origin, origin_slot, *_ = links[slot["link"]]
+                if origin in kept:
+                    inputs[slot["name"]] = [str(origin), origin_slot]
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return prompt
+
+
+# --------------------------------------------------------------------------- static checks (no host)
+def test_the_example_set_is_complete():
+    assert {path.name for path in WORKFLOWS} == EXPECTED
+
+
+@by_name
+def test_ui_format_is_complete_and_consistent(path):
+    workflow = load(path)
+    assert workflow["version"] == 0.4 and workflow["extra"] == {} and workflow["groups"] == []
+    nodes = {node["id"]: node for node in workflow["nodes"]}
+    assert len(nodes) == len(workflow["nodes"]) and workflow["last_node_id"] >= max(nodes)
+    assert workflow["last_link_id"] >= max(link[0] for link in workflow["links"])
+    for node in workflow["nodes"]:
+        assert all(field in node for field in NODE_FIELDS), (node["id"], set(NODE_FIELDS) - set(node))
+        assert node["properties"]["Node name for S&R"] == node["type"] and node["mode"] == 0
+        assert len(node["pos"]) == 2 and len(node["size"]) == 2
+    # every link is recorded at both ends, with the socket type
+    for link_id, origin, origin_slot, target, target_slot, kind in workflow["links"]:
+        assert nodes[target]["inputs"][target_slot]["link"] == link_id
+        assert link_id in nodes[origin]["outputs"][origin_slot]["links"]
+        assert kind == nodes[origin]["outputs"][origin_slot]["type"]
+        assert nodes[target]["inputs"][target_slot]["type"] in (kind, "*")
+        assert nodes[origin]["order"] < nodes[target]["order"], "order is not a topological order"
+    link_ids = {link[0] for link in workflow["links"]}
+    assert {slot["link"] for node in nodes.values() for slot in node["inputs"]} - {None} == link_ids
+    assert sorted(node["order"] for node in nodes.values()) == list(range(len(nodes)))
+    # laid out without overlaps (title bars included)
+    boxes = [(n["pos"][0], n["pos"][1] - TITLE_HEIGHT, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1], n["id"])
+             for n in nodes.values()]
+    overlaps = [(a[4], b[4]) for a in boxes for b in boxes
+                if a[4] < b[4] and a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]]
+    assert not overlaps
+
+
+@by_name
+def test_note_says_which_files_go_where(path):
+    workflow = load(path)
+    notes = " ".join(node["widgets_values"][0] for node in nodes_of(workflow, "Note"))
+    assert "WHAT TO CHANGE" in notes
+    loader_values = [node["widgets_values"][0] for node in workflow["nodes"] if node["type"] in LOADERS]
+    assert len(loader_values) == 3
+    if set(loader_values) == {DEMO}:
+        assert "no model files" in notes
+    else:
+        for folder in ("models/diffusion_models/", "models/text_encoders/", "models/vae/"):
+            assert folder in notes, folder
+        for name in loader_values:
+            assert name in notes, name
+
+
+@by_name
+def test_video_size_fits_every_schedule_it_uses(path):
+    """What the nodes check at run time, checked here for the full-size (never executed) settings."""
+    workflow = load(path)
+    (latent,) = nodes_of(workflow, "LuminaVideoEmptyLatentVideo")
+    width, height, frames, _ = latent["widgets_values"]
+    check_pixel_size(width, height, 32)
+    size = (latent_count_for_frames(frames), height // 8, width // 8)
+    patches = [parse_patch(node["widgets_values"][2]) for node in nodes_of(workflow, "LuminaVideoStageSampler")]
+    for node in nodes_of(workflow, "LuminaVideoSchedulePreset"):
+        preset = node["widgets_values"][0]
+        config = (SampleConfig.from_official(DEMO_SCHEDULE) if preset == "demo" else SampleConfig.preset(preset))
+        patches += [(stage.patch_size, stage.f_patch_size) for stage in config.stages]
+    assert patches
+    for patch_size, f_patch_size in patches:
+        check_latent_size(size, patch_size, f_patch_size)
+
+
+# --------------------------------------------------------------------------- host: tiny stand-in files
+def referenced_files() -> dict[str, set[str]]:
+    """{models subfolder or "input": names} that the loaders and Load Video nodes of all workflows pick."""
+    files = {folder: set() for folder in (*LOADERS.values(), "input")}
+    for path in WORKFLOWS:
+        for node in load(path)["nodes"]:
+            if node["type"] in LOADERS and node["widgets_values"][0] != DEMO:
+                files[LOADERS[node["type"]]].add(node["widgets_values"][0])
+            if node["type"] == "LoadVideo":
+                files["input"].add(node["widgets_values"][0])
+    return files
+
+
+def write_tiny_files(base: Path) -> None:
+    """Tiny random models under the referenced names, and a reference clip (a square moving right)."""
+    from diffusers import AutoencoderKLCogVideoX
+    from transformers import Gemma2Config, Gemma2Model
+
+    from lumina_core.checkpoint import OFFICIAL_WEIGHT_FILES, save_model
+    from lumina_core.demo import build_tokenizer
+    from lumina_core.video_io import write_mp4
+
+    files, models = referenced_files(), base / "models"
+    torch.manual_seed(0)
+    # the tiny parity config keeps the official patch pairs (2,1), (2,2), (4,2); 16 latent channels, Gemma width
+    dit = NextDiT(replace(PRESETS["tiny"], in_channels=16, cap_feat_dim=GEMMA_HIDDEN)).eval()
+    for param in dit.parameters():  # the output layers start at zero: give the velocity some signal
+        if not param.abs().sum():
+            torch.nn.init.normal_(param, std=0.05)
+    for name in files["diffusion_models"]:
+        target = models / "diffusion_models" / name
+        save_model(dit, target if name.endswith(".safetensors") else target / OFFICIAL_WEIGHT_FILES[0])
+    tokenizer = build_tokenizer()
+    gemma = Gemma2Model(Gemma2Config(
+        vocab_size=len(tokenizer), hidden_size=GEMMA_HIDDEN, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16, pad_token_id=0,
+        eos_token_id=1, bos_token_id=2, attn_implementation="eager")).eval()
+    for name in files["text_encoders"]:
+        gemma.save_pretrained(models / "text_encoders" / name)
+        tokenizer.save_pretrained(models / "text_encoders" / name)
+    vae = AutoencoderKLCogVideoX(block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=4,
+                                 latent_channels=16, sample_height=96, sample_width=80).eval()
+    for name in files["vae"]:
+        vae.save_pretrained(models / "vae" / name)
+    clip = np.full((33, 64, 64, 3), 96, dtype=np.uint8)  # 4 s at 8 fps: all the frames the recipe samples
+    for index in range(len(clip)):
+        clip[index, 24:40, index + 8:index + 24] = (230, 40, 40)
+    for name in files["input"]:
+        write_mp4(base / "input" / name, clip, fps=8)
+
+
+@pytest.fixture(scope="module")
+def server():
+    if HOST_MISSING:
+        pytest.skip(HOST_MISSING)
+    with running_server(prepare=write_tiny_files) as host:
+        yield host
+
+
+@pytest.fixture(scope="module")
+def object_info(server):
+    return server.get("/object_info")
+
+
+@needs_host
+@by_name
+def test_every_node_type_exists_and_its_values_fit(object_info, path):
+    for node in load(path)["nodes"]:
+        if node["type"] in UI_ONLY:
+            continue
+        assert node["type"] in object_info, f"node {node['id']}: unknown type {node['type']}"
+        info = object_info[node["type"]]
+        widgets = widget_inputs(info)
+        expected = len(widgets) + sum(has_control for _, has_control in widgets)
+        specs = [spec for section in ("required", "optional") for spec in info["input"].get(section, {}).values()]
+        uploads = any(len(spec) > 1 and (spec[1].get("video_upload") or spec[1].get("image_upload")) for spec in specs)
+        assert len(node["widgets_values"]) in ({expected, expected + 1} if uploads else {expected}), node["id"]
+        sockets = {slot["name"] for slot in node["inputs"]}
+        declared = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+        assert sockets <= set(declared), (node["id"], sockets - set(declared))
+        assert [output["type"] for output in node["outputs"]] == info["output"], node["id"]
+
+
+@pytest.fixture(scope="module")
+def validation_answers(server, object_info):
+    """/prompt answers for the unmodified (full-size) prompts. Queuing one runs it, and a 96-frame 960p run
+    takes hours on a CPU, so they are queued behind a long blocker run (the demo workflow at 1000 steps),
+    removed from the queue before they start, and the blocker is interrupted."""
+    blocker = to_api(load(WORKFLOW_DIR / "lumina_video_demo_cpu.json"), object_info)
+    for node in blocker.values():
+        if node["class_type"] == "LuminaVideoSchedulePreset":
+            node["inputs"]["steps"] = 1000
+    blocker_id = server.queue(blocker)
+    deadline = time.monotonic() + 60
+    while not any(item[1] == blocker_id for item in server.get("/queue")["queue_running"]):
+        assert time.monotonic() < deadline, "the blocker prompt never started"
+        time.sleep(0.1)
+    answers = {}
+    try:
+        for path in WORKFLOWS:
+            answers[path.name] = server.post_answer("/prompt", {"prompt": to_api(load(path), object_info),
+                                                                "client_id": "lumina-video-tests"})
+        queue = server.get("/queue")
+        assert any(item[1] == blocker_id for item in queue["queue_running"]), "the blocker ended too early"
+    finally:
+        server.post("/queue", {"clear": True})  # drop the full-size prompts before they start
+        assert not server.get("/queue")["queue_pending"]
+        server.post("/interrupt", {"prompt_id": blocker_id})
+        server.wait(blocker_id)
+    return answers
+
+
+@needs_host
+@by_name
+def test_unmodified_prompt_passes_validation(validation_answers, path):
+    answer = validation_answers[path.name]
+    assert answer["status"] == 200, json.dumps(answer["body"], indent=1)[:3000]
+    assert answer["body"]["node_errors"] == {}, answer["body"]["node_errors"]
+
+
+def reduced(prompt: dict) -> dict:
+    """The prompt at a CPU-test size: at most 64x64 pixels and 16 frames (1 stays 1), on the tiny stand-in
+    models. Steps, schedules, seeds and every other value stay as the workflow has them."""
+    prompt = json.loads(json.dumps(prompt))
+    for node in prompt.values():
+        if node["class_type"] == "LuminaVideoEmptyLatentVideo":
+            inputs = node["inputs"]
+            inputs.update(width=min(inputs["width"], 64), height=min(inputs["height"], 64),
+                          frames=min(inputs["frames"], 16))
+    return prompt
+
+
+@pytest.fixture(scope="module")
+def runs(server, object_info):
+    """name -> /history entry of each workflow's reduced prompt, run once, back to back."""
+    results = {}
+    for path in WORKFLOWS:
+        results[path.name] = server.wait(server.queue(reduced(to_api(load(path), object_info))), timeout=120)
+    return results
+
+
+def output_frames(server, images: list[dict]) -> list[np.ndarray]:
+    return [np.asarray(Image.open(server.base / image["type"] / image["subfolder"] / image["filename"]))
+            for image in images]
+
+
+@needs_host
+@by_name
+def test_reduced_prompt_runs_to_frames_and_a_video(server, runs, path):
+    entry = runs[path.name]
+    assert_success(entry)
+    workflow = load(path)
+    (latent,) = nodes_of(workflow, "LuminaVideoEmptyLatentVideo")
+    frames = min(latent["widgets_values"][2], 16)
+    side = min(latent["widgets_values"][0], 64)
+    outputs = {node["type"]: entry["outputs"].get(str(node["id"]), {}) for node in workflow["nodes"]}
+    if frames == 1:
+        (image,) = output_frames(server, outputs["SaveImage"]["images"])
+        assert image.shape == (side, side, 3)
+        return
+    (video,) = outputs["SaveVideo"]["images"]
+    with av.open(str(server.base / "output" / video["subfolder"] / video["filename"])) as container:
+        decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    assert len(decoded) == frames and decoded[0].shape == (side, side, 3)
+    previews = output_frames(server, outputs["PreviewImage"]["images"])
+    assert len(previews) == frames and previews[0].shape == (side, side, 3)
+    for node in nodes_of(workflow, "LoadVideo"):  # the clip's motion score, measured in the graph
+        expected = motion_score(server.base / "input" / node["widgets_values"][0])
+        assert expected > 1.0
+        assert float(outputs["PreviewAny"]["text"][0]) == pytest.approx(expected, rel=1e-3)
+
+
+def preview_frames(server, runs, name: str) -> np.ndarray:
+    workflow = load(WORKFLOW_DIR / name)
+    (preview,) = nodes_of(workflow, "PreviewImage")
+    return np.stack(output_frames(server, runs[name]["outputs"][str(preview["id"])]["images"]))
+
+
+@needs_host
+def test_three_stage_chain_equals_the_one_node_preset_run(server, runs):
+    for name in runs:
+        assert_success(runs[name])
+    preset = preview_frames(server, runs, "lumina_video_t2v_960p_multiscale.json")
+    chain = preview_frames(server, runs, "lumina_video_three_stage_chain.json")
+    single_scale = preview_frames(server, runs, "lumina_video_t2v_single_scale_reference.json")
+    np.testing.assert_array_equal(chain, preset)
+    assert np.abs(single_scale.astype(int) - preset.astype(int)).max() > 0, "the schedule made no difference"
+
+
+@needs_host
+def test_loaders_are_cached_across_the_workflows(runs):
+    """Back-to-back runs of workflows that load the same files reuse the loaded models."""
+    entry = runs["lumina_video_t2v_single_scale_reference.json"]  # runs after the 960p one (sorted names)
+    cached = set(messages(entry)["execution_cached"]["nodes"])
+    workflow = load(WORKFLOW_DIR / "lumina_video_t2v_single_scale_reference.json")
+    loader_ids = {str(node["id"]) for node in workflow["nodes"] if node["type"] in LOADERS}
+    assert loader_ids <= cached, cached
