@@ -25,9 +25,12 @@ from comfy_host import (
     DEMO,
     HOST_MISSING,
     ROOT,
+    UI_ONLY,
     assert_success,
     messages,
     running_server,
+    to_api,
+    widget_inputs,
 )
 from PIL import Image
 
@@ -49,9 +52,6 @@ EXPECTED = {
 }
 NODE_FIELDS = ("id", "type", "pos", "size", "flags", "order", "mode", "inputs", "outputs", "properties",
                "widgets_values")
-UI_ONLY = {"Note", "MarkdownNote"}  # frontend-only nodes: not in /object_info, never executed
-SKIPPED_MODES = {2, 4}  # "never" (muted) and bypassed nodes are left out of the API prompt
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 TITLE_HEIGHT = 30  # the title bar is drawn above a node's pos
 LOADERS = {"LuminaVideoModelLoader": "diffusion_models", "LuminaVideoTextEncoderLoader": "text_encoders",
            "LuminaVideoVAELoader": "vae"}
@@ -67,45 +67,6 @@ def load(path: Path) -> dict:
 
 def nodes_of(workflow: dict, node_type: str) -> list[dict]:
     return [node for node in workflow["nodes"] if node["type"] == node_type]
-
-
-# --------------------------------------------------------------------------- UI -> API conversion
-def widget_inputs(info: dict) -> list[tuple[str, bool]]:
-    """(name, has a control_after_generate value) of a node type's widget inputs, in the order the frontend
-    stores their values: required, then optional, each in schema order. forceInput values are sockets."""
-    widgets = []
-    for section in ("required", "optional"):
-        for name in info.get("input_order", {}).get(section, []):
-            kind, options = (info["input"][section][name] + [{}])[:2]
-            if (isinstance(kind, list) or kind in WIDGET_TYPES) and not options.get("forceInput"):
-                widgets.append((name, bool(options.get("control_after_generate"))))
-    return widgets
-
-
-def to_api(workflow: dict, object_info: dict) -> dict:
-    """The API-format prompt of a UI-format workflow: widgets_values mapped onto the widget inputs in order
-    (skipping each control_after_generate value; trailing frontend-only values such as an upload button's
-    are ignored), links as [origin id, origin slot] (they override a widget's value). UI-only nodes and
-    muted/bypassed ones are left out (an input linked to one is dropped; no bypass pass-through)."""
-    links = {link[0]: link for link in workflow["links"]}
-    kept = {node["id"] for node in workflow["nodes"]
-            if node["type"] not in UI_ONLY and node["mode"] not in SKIPPED_MODES}
-    prompt = {}
-    for node in workflow["nodes"]:
-        if node["id"] not in kept:
-            continue
-        values, inputs = iter(node["widgets_values"]), {}
-        for name, has_control in widget_inputs(object_info[node["type"]]):
-            inputs[name] = next(values)
-            if has_control:
-                next(values)
-        for slot in node["inputs"]:
-            if slot.get("link") is not None:
-                _, origin, origin_slot, *_ = links[slot["link"]]
-                if origin in kept:
-                    inputs[slot["name"]] = [str(origin), origin_slot]
-        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
-    return prompt
 
 
 # --------------------------------------------------------------------------- static checks (no host)
