@@ -16,7 +16,7 @@ from ..lumina_core.text import load_text_encoder
 from ..lumina_core.vae import load_vae
 from . import io_types
 from .devices import DEFAULT, WEIGHT_DTYPES, dtype_for, patcher
-from .model_files import DEMO, choices, model_folders, resolve
+from .model_files import DEMO, choices, missing_file_message, model_folders, resolve
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,11 @@ class LuminaVideoModelLoader(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, model_name):
+        return missing_file_message("diffusion_models", model_name, OFFICIAL_WEIGHT_FILES,
+                                    "the Lumina-Video checkpoint (file, or official folder with consolidated.00-of-01)")
+
+    @classmethod
     def execute(cls, model_name, weight_dtype, attention) -> io.NodeOutput:
         load_device = comfy.model_management.get_torch_device()
         offload_device = comfy.model_management.unet_offload_device()
@@ -102,6 +107,14 @@ class LuminaVideoTextEncoderLoader(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, text_encoder_name, tokenizer):
+        found = missing_file_message("text_encoders", text_encoder_name, TEXT_ENCODER_FOLDER_FILES,
+                                     "the Gemma-2 text encoder (Hugging Face folder or .safetensors)")
+        if found is not True or tokenizer == SAME_FOLDER:
+            return found
+        return missing_file_message("text_encoders", tokenizer, TOKENIZER_FILES, "the tokenizer folder")
+
+    @classmethod
     def execute(cls, text_encoder_name, tokenizer, weight_dtype) -> io.NodeOutput:
         load_device = comfy.model_management.text_encoder_device()
         offload_device = comfy.model_management.text_encoder_offload_device()
@@ -138,6 +151,10 @@ class LuminaVideoVAELoader(io.ComfyNode):
             ],
             outputs=[io_types.Vae.Output(display_name="vae")],
         )
+
+    @classmethod
+    def validate_inputs(cls, vae_name):
+        return missing_file_message("vae", vae_name, VAE_FOLDER_FILES, "the CogVideoX VAE (vae/ folder or .safetensors)")
 
     @classmethod
     def execute(cls, vae_name) -> io.NodeOutput:

@@ -29,6 +29,17 @@ def choices(folder_name: str, markers: tuple[str, ...], extensions: tuple[str, .
     return [DEMO, *folders, *files]
 
 
+def missing_file_message(folder_name: str, name: str, markers: tuple[str, ...], what: str) -> str | bool:
+    """True when ``name`` is the demo entry or a listed file/folder; otherwise the message a user sees on
+    Queue, naming the file, the folder it belongs in and the fix (e.g. for a workflow shared without files)."""
+    if name == DEMO or folder_paths.get_full_path(folder_name, name) is not None or name in model_folders(
+            folder_name, markers):
+        return True
+    roots = ", ".join(folder_paths.get_folder_paths(folder_name))
+    return (f"{what} {name!r} is not installed: put it into ComfyUI's models/{folder_name} folder ({roots}) under "
+            f"that name, then press R in the page to refresh the lists; or pick '{DEMO}'")
+
+
 def resolve(folder_name: str, name: str, markers: tuple[str, ...]) -> str:
     """Absolute path of a listed file or model folder."""
     path = folder_paths.get_full_path(folder_name, name)

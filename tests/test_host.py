@@ -141,3 +141,17 @@ def test_interrupt_stops_a_long_run_and_the_server_keeps_serving(server):
     assert entry["status"]["status_str"] == "error"
     assert messages(entry)["execution_interrupted"]["node_type"] == "LuminaVideoSampler"
     assert_success(server.wait(server.queue(demo_prompt(seed=4))))
+
+
+def test_missing_model_files_are_named_with_their_folder_on_queue(server):
+    """A graph shared without its model files is refused on Queue with the file, its folder and the fix."""
+    prompt = demo_prompt(seed=3)
+    prompt["1"]["inputs"]["model_name"] = "Lumina-Video-f24R960"
+    prompt["3"]["inputs"]["vae_name"] = "CogVideoX-2b/vae"
+    answer = server.post_answer("/prompt", {"prompt": prompt, "client_id": "lumina-video-tests"})
+    assert answer["status"] == 400
+    errors = {node: [e["details"] for e in info["errors"]] for node, info in answer["body"]["node_errors"].items()}
+    assert "'Lumina-Video-f24R960' is not installed: put it into ComfyUI's models/diffusion_models folder" in errors["1"][0]
+    assert "'CogVideoX-2b/vae' is not installed: put it into ComfyUI's models/vae folder" in errors["3"][0]
+    assert DEMO in errors["1"][0]
+    assert "2" not in errors  # the demo text encoder is there
