@@ -15,6 +15,7 @@ from . import io_types
 from .devices import loaded
 
 PIXEL_MULTIPLE = 32  # VAE 8x times the largest official patch size (4)
+MAX_PIXELS = 8192
 TILED = {"auto": None, "on": True, "off": False}
 
 
@@ -27,9 +28,9 @@ class LuminaVideoEmptyLatentVideo(io.ComfyNode):
             category="Lumina-Video/latent",
             description="A zero LATENT [batch, 16, latent frames, height/8, width/8] that sets the video size.",
             inputs=[
-                io.Int.Input("width", default=64, min=PIXEL_MULTIPLE, max=8192, step=PIXEL_MULTIPLE,
+                io.Int.Input("width", default=64, min=PIXEL_MULTIPLE, max=MAX_PIXELS, step=PIXEL_MULTIPLE,
                              tooltip="Pixels, a multiple of 32 (official e.g. 1248; demo 64)."),
-                io.Int.Input("height", default=64, min=PIXEL_MULTIPLE, max=8192, step=PIXEL_MULTIPLE,
+                io.Int.Input("height", default=64, min=PIXEL_MULTIPLE, max=MAX_PIXELS, step=PIXEL_MULTIPLE,
                              tooltip="Pixels, a multiple of 32 (official e.g. 704; demo 64)."),
                 io.Int.Input("frames", default=16, min=1, max=1025,
                              tooltip="Video frames: 8m or 8m+1 (e.g. 16, 49, 96), or 1 for an image. The CogVideoX VAE "
@@ -38,6 +39,19 @@ class LuminaVideoEmptyLatentVideo(io.ComfyNode):
             ],
             outputs=[io.Latent.Output(display_name="latent")],
         )
+
+    @classmethod
+    def validate_inputs(cls, width, height, frames):
+        """Checked when the prompt is queued (before anything runs); replaces ComfyUI's min/max check."""
+        try:
+            for name, value in (("width", width), ("height", height)):
+                if value > MAX_PIXELS:
+                    raise ValueError(f"{name} {value} is above {MAX_PIXELS}; use at most {MAX_PIXELS}")
+            check_pixel_size(width, height, PIXEL_MULTIPLE)
+            latent_count_for_frames(frames)
+        except ValueError as error:
+            return str(error)
+        return True
 
     @classmethod
     def execute(cls, width, height, frames, batch_size) -> io.NodeOutput:

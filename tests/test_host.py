@@ -3,6 +3,7 @@ node, a prompt built from the built-in demo entries runs to saved files, a secon
 loaded models, and an interrupt stops a long sampling run while the server keeps serving."""
 
 import json
+import re
 import time
 import urllib.error
 
@@ -155,3 +156,16 @@ def test_missing_model_files_are_named_with_their_folder_on_queue(server):
     assert "'CogVideoX-2b/vae' is not installed: put it into ComfyUI's models/vae folder" in errors["3"][0]
     assert DEMO in errors["1"][0]
     assert "2" not in errors  # the demo text encoder is there
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("width", 70, "width 70 is not a positive multiple of 32 pixels.*use 64 or 96"),
+    ("frames", 50, "frame count 50 is not valid.*use 49 or 56"),
+])
+def test_bad_video_sizes_are_refused_on_queue_with_the_nearest_valid_values(server, field, value, message):
+    prompt = demo_prompt(seed=4)
+    prompt["5"]["inputs"][field] = value
+    answer = server.post_answer("/prompt", {"prompt": prompt, "client_id": "lumina-video-tests"})
+    assert answer["status"] == 400
+    details = " ".join(e["details"] for e in answer["body"]["node_errors"]["5"]["errors"])
+    assert re.search(message, details), details
