@@ -11,7 +11,7 @@ WEB_DIRECTORY = "./js"
 
 async def comfy_entrypoint():
     from .nodes import LuminaVideoExtension
-    from .nodes.plan_route import register_routes
+    from .nodes.routes import register_routes
 
     register_routes()
     return LuminaVideoExtension()

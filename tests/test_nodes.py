@@ -62,7 +62,7 @@ from lumina_video_pack.nodes.motion import (
     LuminaVideoMotionScore,
     LuminaVideoMotionScoreFromVideo,
 )
-from lumina_video_pack.nodes.plan_route import plan
+from lumina_video_pack.nodes.routes import plan
 from lumina_video_pack.nodes.sampler import (
     STAGE_END,
     LuminaVideoSampler,

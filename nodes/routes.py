@@ -1,0 +1,110 @@
+"""Server routes behind the frontend (js/lumina_video.js); each answers with lumina_core's own checks so
+the page shows exactly what the sampler would do or refuse.
+
+POST /lumina_video/plan with one of
+  {"preset": name, "steps": N or null}          (a Schedule Preset node)
+  {"official": "<sample-config JSON>"}         (a Schedule JSON node)
+  {"stages": [{"patch", "t_start", "t_end"}, ...], "steps": N, "shift": ts}   (stage nodes)
+answers {"stages": [{"patch", "t_start", "t_end", "calls"}], "call_times": [t of every model call],
+"total_calls": N}, computed by lumina_core's schedule code, or {"error": message}.
+
+POST /lumina_video/model_patches {"model_name": loader entry} answers {"patches": ["2x4", ...]}: the
+patch pairs of that checkpoint (read from its header, no weights loaded), or {"error": message}.
+
+POST /lumina_video/latent_size {"width", "height", "frames"} answers {"latent": [T, h, w]} or
+{"error": message naming the nearest valid values}.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from aiohttp import web
+
+from ..lumina_core import demo
+from ..lumina_core.checkpoint import OFFICIAL_WEIGHT_FILES, read_config
+from ..lumina_core.sampling import SampleConfig
+from ..lumina_core.schedule import Stage, format_patch, parse_patch
+from ..lumina_core.vae import SPATIAL_COMPRESSION, latent_count_for_frames
+from .model_files import DEMO, resolve
+from .schedule import preset_config
+from .video import LuminaVideoEmptyLatentVideo
+
+PLAN_ROUTE = "/lumina_video/plan"
+MODEL_PATCHES_ROUTE = "/lumina_video/model_patches"
+LATENT_SIZE_ROUTE = "/lumina_video/latent_size"
+
+
+def schedule_from_request(request: dict) -> SampleConfig:
+    if not isinstance(request, dict):
+        raise TypeError(f"plan request {request!r} is not a JSON object")
+    if "preset" in request:
+        return preset_config(request["preset"], request.get("steps") or 0)
+    if "official" in request:
+        return SampleConfig.from_official(request["official"])
+    if "stages" in request:
+        stages = tuple(Stage(*parse_patch(stage["patch"]), float(stage["t_start"]), float(stage["t_end"]))
+                       for stage in request["stages"])
+        return SampleConfig(stages=stages, steps=request["steps"], shift=request["shift"])
+    raise ValueError(f"plan request has keys {sorted(request)}; give 'preset', 'official' or 'stages'")
+
+
+def plan(request: dict) -> dict:
+    """Stages with their model-call counts, and the t of every call, of the schedule a request describes."""
+    config = schedule_from_request(request)
+    grid = config.grid()
+    calls = config.plan()
+    return {
+        "stages": [{"patch": stage.patch, "t_start": stage.t_start, "t_end": stage.t_end,
+                    "calls": stage.steps_on(grid)} for stage in config.stages],
+        "call_times": [t for _, t, _, _ in calls],
+        "total_calls": len(calls),
+    }
+
+
+def model_patches(request: dict) -> dict:
+    """The patch pairs ("FxP") of a model loader entry."""
+    name = request["model_name"]
+    if name == DEMO:
+        config = demo.TRANSFORMER_CONFIG
+    else:
+        config = read_config(resolve("diffusion_models", name, OFFICIAL_WEIGHT_FILES))
+    return {"patches": [format_patch(p, f) for p, f in config.patch_pairs]}
+
+
+def latent_size(request: dict) -> dict:
+    """The latent grid of an Empty Latent Video's widgets, or the error the node would raise."""
+    width, height, frames = (int(request[key]) for key in ("width", "height", "frames"))
+    verdict = LuminaVideoEmptyLatentVideo.validate_inputs(width, height, frames)
+    if verdict is not True:
+        raise ValueError(verdict)
+    return {"latent": [latent_count_for_frames(frames), height // SPATIAL_COMPRESSION, width // SPATIAL_COMPRESSION]}
+
+
+def json_handler(answer):
+    """An aiohttp handler answering ``answer(request JSON)``. A refusal by lumina_core's checks is an answer
+    too ({"error": message}, status 200: the page shows it); a malformed request gets status 400."""
+    async def handle(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError as error:
+            return web.json_response({"error": f"request body is not JSON: {error}"}, status=400)
+        try:
+            return web.json_response(answer(body))
+        except KeyError as error:
+            return web.json_response({"error": f"request lacks {error}"}, status=400)
+        except (ValueError, OSError) as error:
+            return web.json_response({"error": str(error)})
+        except TypeError as error:
+            return web.json_response({"error": str(error)}, status=400)
+    return handle
+
+
+def register_routes() -> None:
+    """Add the route to the running ComfyUI server. ComfyUI's main.py creates the PromptServer before it
+    loads custom nodes; outside a server (tests, scripts) there is none and nothing is registered."""
+    server = sys.modules.get("server")
+    instance = getattr(getattr(server, "PromptServer", None), "instance", None)
+    if instance is not None:
+        for route, answer in ((PLAN_ROUTE, plan), (MODEL_PATCHES_ROUTE, model_patches), (LATENT_SIZE_ROUTE, latent_size)):
+            instance.routes.post(route)(json_handler(answer))
