@@ -17,8 +17,7 @@ import torch
 
 from .sampling import OFFICIAL_PRESETS, SampleConfig
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-WORKFLOW_DTYPES = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16"}  # the model loader node's weight_dtype
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # also the loader node's names
 
 
 class UsageError(ValueError):
@@ -156,7 +155,7 @@ def generate(args) -> Path:
     graph = GenerationGraph(prompt=request.prompt, negative_prompt=request.negative_prompt, seed=request.seed,
                             width=request.width, height=request.height, frames=request.frames, fps=fps,
                             schedule=config.to_official(), model=args.model, text_encoder=args.text_encoder,
-                            tokenizer=args.tokenizer, vae=args.vae, weight_dtype=WORKFLOW_DTYPES[args.dtype])
+                            tokenizer=args.tokenizer, vae=args.vae, weight_dtype=args.dtype)
     metadata = workflow_metadata(graph)
     video = write_mp4(args.out, frames.numpy(), fps, metadata=metadata)
     sheet = write_contact_sheet(args.out.with_suffix(".png"), frames.numpy(), metadata=metadata)
