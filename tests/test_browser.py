@@ -1,0 +1,341 @@
+"""The pack as a user meets it in the browser: the real ComfyUI page (headless Chromium) on a real host
+(COMFYUI_PATH) loads the pack's frontend extension, takes every example workflow dropped onto the canvas
+and queues it past the server's validation, draws the schedule timeline from the server's plan and redraws
+it when a schedule changes, reports a schedule the model cannot run on the failing node before any step,
+and runs, shows and cancels the demo from the page.
+
+Skips without a host or without playwright/Chromium; with CI set, a missing browser fails instead."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from comfy_host import HOST_MISSING, running_server
+from PIL import Image
+
+if HOST_MISSING:
+    pytest.skip(HOST_MISSING, allow_module_level=True)
+
+from browser_page import (
+    EXAMPLES,
+    EXTENSION,
+    TIMELINE,
+    PackPage,
+    browser_missing,
+    chromium,
+    demo_graph,
+    example_workflows,
+    node,
+    place_referenced_files,
+    schedule_graph,
+    write_settings,
+)
+
+BROWSER_MISSING = browser_missing()
+IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false")
+if BROWSER_MISSING and not IN_CI:
+    pytest.skip(BROWSER_MISSING, allow_module_level=True)
+
+UI_ONLY = {"Note", "MarkdownNote"}  # frontend-only nodes, never in a prompt
+DEMO_WORKFLOW = EXAMPLES / "lumina_video_demo_cpu.json"
+TIMELINE_HEIGHT = 58  # js/lumina_video.js HEIGHT; the stage bars span y 6..34 of it, left/right margin 10
+PATCH_COLOURS = {"2x4": (0x3B, 0x6F, 0xB6), "1x4": (0x4F, 0x86, 0xC6), "2x2": (0x3F, 0x9E, 0x6E),
+                 "1x2": (0xC9, 0x8A, 0x2B), "1x1": (0xB8, 0x50, 0x3A)}
+OVERLAPS_JS = """() => {
+  const boxes = window.app.graph._nodes.map((n) => ({id: n.id, type: n.type, rect: n.boundingRect}));
+  const meet = (a, b) => a[0] < b[0] + b[2] && b[0] < a[0] + a[2] && a[1] < b[1] + b[3] && b[1] < a[1] + a[3];
+  return boxes.flatMap((a, i) => boxes.slice(i + 1).filter((b) => meet(a.rect, b.rect))
+    .map((b) => `${a.type} #${a.id} [${a.rect.map(Math.round)}] and ${b.type} #${b.id} [${b.rect.map(Math.round)}]`));
+}"""
+
+
+@pytest.fixture(scope="module")
+def server():
+    with running_server(prepare=lambda base: place_referenced_files(base, example_workflows())) as host:
+        write_settings(host)
+        yield host
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if BROWSER_MISSING:  # only with CI set: there the browser tests must run, so each of them fails
+        pytest.fail(f"CI is set, so the browser tests must run, but they cannot: {BROWSER_MISSING}", pytrace=False)
+    with chromium() as instance:
+        yield instance
+
+
+@pytest.fixture
+def page(browser, server):
+    opened = PackPage(browser, server).open()
+    yield opened
+    opened.close()
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+def assert_no_pack_problems(page: PackPage) -> None:
+    assert not page.problems, "\n".join(page.problems)
+
+
+def submit(server, prompt: dict) -> tuple[int, dict]:
+    """POST /prompt; (HTTP status, answer) also for a refused prompt."""
+    request = urllib.request.Request(server.url + "/prompt", data=json.dumps({"prompt": prompt, "client_id": "browser"})
+                                     .encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read() or b"{}")
+
+
+def drop_run(server, prompt_id: str, timeout: float = 30.0) -> None:
+    """Take a prompt queued only for its validation off the queue (or interrupt it), and wait until it is gone."""
+    server.post("/queue", {"delete": [prompt_id]})
+    server.post("/interrupt", {"prompt_id": prompt_id})
+    deadline = time.monotonic() + timeout
+    while any(item[1] == prompt_id for items in server.get("/queue").values() for item in items):
+        assert time.monotonic() < deadline, f"prompt {prompt_id} stayed in the queue"
+        time.sleep(0.1)
+
+
+def pixels(png: bytes) -> np.ndarray:
+    """[height, width, 3] int RGB of a screenshot."""
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+
+
+def matches(image: np.ndarray, rgb, tolerance: int = 8) -> np.ndarray:
+    return (np.abs(image - np.array(rgb)) <= tolerance).all(axis=-1)
+
+
+def bar_shares(page: PackPage, node_id: int) -> dict[str, float]:
+    """Width of each patch colour along one pixel row through the timeline's stage bars, as a share of the bar."""
+    rect = page.widget_rect(node_id, TIMELINE)
+    scale = rect["height"] / TIMELINE_HEIGHT
+    row = pixels(page.screenshot(clip={"x": rect["x"] + 10 * scale, "y": rect["y"] + 9 * scale,
+                                       "width": rect["width"] - 20 * scale, "height": 1}))
+    shares = {patch: matches(row[0], rgb).mean() for patch, rgb in PATCH_COLOURS.items()}
+    return {patch: float(share) for patch, share in shares.items() if share > 0}
+
+
+def timeline_image(page: PackPage, node_id: int) -> bytes:
+    return page.screenshot(clip=page.widget_rect(node_id, TIMELINE))
+
+
+def assert_bars_match(page: PackPage, node_id: int, plan: dict) -> None:
+    """The drawn bars have the plan's patches, each as wide as its share of the model calls."""
+    shares = bar_shares(page, node_id)
+    page.screenshot(path=f"/tmp/bx/dbg_{node_id}.png")
+    expected = {}
+    for stage in plan["stages"]:
+        if stage["calls"]:
+            expected[stage["patch"]] = expected.get(stage["patch"], 0) + stage["calls"] / plan["total_calls"]
+    assert shares.keys() == expected.keys(), (shares, expected)
+    for patch, share in expected.items():
+        assert shares[patch] == pytest.approx(share, abs=0.03), (patch, shares, expected)
+
+
+def error_stroke_pixels(page: PackPage, node_id: int) -> int:
+    """Pixels around a node in the #f0f of the frontend's execution-error outline (anti-aliased: any
+    brightness of pure magenta)."""
+    r, g, b = pixels(page.screenshot(clip=page.node_rect(node_id, margin=8))).transpose(2, 0, 1)
+    return int(((r > 60) & (np.abs(r - b) < 12) & (g < r // 5)).sum())
+
+
+def run_from_page(page: PackPage) -> None:
+    """Press the Run button, as a user queues the workflow."""
+    page.evaluate("() => { window.__luminaEvents.length = 0; }")
+    page.page.get_by_role("button", name="Run", exact=True).click()
+
+
+def node_ids(page: PackPage, type_: str) -> list[int]:
+    return page.evaluate("(type) => window.app.graph._nodes.filter((n) => n.type === type).map((n) => n.id)", type_)
+
+
+# -- 1: the page and the extension --------------------------------------------------------------------
+def test_page_loads_the_pack_extension_and_its_timeline_widget(page):
+    assert EXTENSION in page.evaluate("() => window.app.extensions.map((e) => e.name)")
+    scripts = [url for url in page.pack_responses if url.endswith("/extensions/comfyui-lumina-video/lumina_video.js")]
+    assert scripts and all(page.pack_responses[url] == 200 for url in scripts), page.pack_responses
+    widgets = page.evaluate("""() => Object.fromEntries(["LuminaVideoSchedulePreset", "LuminaVideoScheduleJSON",
+        "LuminaVideoScheduleStage", "LuminaVideoSampler", "LuminaVideoStageSampler", "LuminaVideoModelLoader"]
+        .map((type) => {
+          const node = LiteGraph.createNode(type);
+          window.app.graph.add(node);
+          const timeline = node.widgets.filter((w) => w.name === "lumina_timeline");
+          return [type, {timelines: timeline.length, serialize: timeline[0]?.serialize,
+                         values: node.serialize().widgets_values.length,
+                         others: node.widgets.filter((w) => w.name !== "lumina_timeline").length}];
+        }))""")
+    for type_, widget in widgets.items():
+        assert widget["timelines"] == (0 if type_ == "LuminaVideoModelLoader" else 1), (type_, widget)
+        assert widget["values"] == widget["others"], (type_, widget)  # the timeline is never saved
+    assert widgets["LuminaVideoSchedulePreset"]["serialize"] is False
+    page.settle(10)
+    assert_no_pack_problems(page)
+
+
+# -- 2: example workflows, dropped onto the canvas ----------------------------------------------------
+def test_the_pack_ships_example_workflows():
+    assert example_workflows(), f"no example workflow (*.json) in {EXAMPLES}"
+
+
+@pytest.mark.parametrize("workflow", example_workflows(), ids=lambda path: path.stem)
+def test_example_workflow_dropped_on_the_canvas_loads_and_validates(page, server, workflow):
+    saved = json.loads(workflow.read_text())
+    page.drop_workflow(workflow)
+    page.page.wait_for_timeout(300)  # dialogs and toasts open right after the graph is configured
+    assert not page.visible_text(".p-dialog"), page.visible_text(".p-dialog")  # e.g. "missing nodes"
+    toasts = page.visible_text(".p-toast-message")  # an error, or the warning of a file the frontend's schema rejects
+    assert not page.visible_text(".p-toast-message-error") and not [t for t in toasts if "Invalid workflow" in t], \
+        toasts
+    nodes = page.evaluate("""() => window.app.graph._nodes.map((n) => ({type: n.type, known:
+        n.type in LiteGraph.registered_node_types, errors: !!n.has_errors}))""")
+    assert len(nodes) == len(saved["nodes"])
+    assert all(n["known"] and not n["errors"] for n in nodes), nodes
+    overlaps = page.evaluate(OVERLAPS_JS)  # as drawn: with the timeline widget's height added to the saved size
+    assert not overlaps, "nodes drawn over each other: " + "; ".join(overlaps)
+    prompt = page.evaluate("async () => (await window.app.graphToPrompt()).output")
+    assert {entry["class_type"] for entry in prompt.values()} >= {n["type"] for n in nodes if n["type"] not in UI_ONLY}
+    status, answer = submit(server, prompt)
+    assert status == 200 and not answer.get("node_errors"), json.dumps(answer, indent=1)
+    drop_run(server, answer["prompt_id"])
+    assert_no_pack_problems(page)
+
+
+# -- 3: the schedule timeline -------------------------------------------------------------------------
+def test_timeline_shows_the_preset_stages_and_redraws_when_the_preset_changes(page, server):
+    ids = page.build(schedule_graph())
+    page.fit_view()
+    f24 = server.post("/lumina_video/plan", {"preset": "f24F96R960", "steps": None})  # steps 0: the preset's 70
+    shown = page.wait_plan(ids["preset"], f24)
+    assert [(s["patch"], s["calls"]) for s in shown["stages"]] == [("2x4", 30), ("2x2", 24), ("1x2", 15)]
+    assert page.wait_plan(ids["sampler"], f24) == f24  # the sampler shows what its schedule input gives it
+    assert_bars_match(page, ids["preset"], f24)
+    assert_bars_match(page, ids["sampler"], f24)
+    before = {key: timeline_image(page, ids[key]) for key in ("preset", "sampler")}
+
+    page.click_arrow(ids["preset"], "preset")  # the next preset: f16F64R512
+    f16 = server.post("/lumina_video/plan", {"preset": "f16F64R512", "steps": None})
+    assert page.wait_plan(ids["preset"], f16) == f16 and page.wait_plan(ids["sampler"], f16) == f16
+    assert [s["calls"] for s in f16["stages"]] != [30, 24, 15]
+    assert_bars_match(page, ids["sampler"], f16)
+    for key, image in before.items():
+        assert timeline_image(page, ids[key]) != image, f"the {key} timeline did not redraw"
+    assert_no_pack_problems(page)
+
+
+def test_timeline_follows_a_stage_chain_into_the_sampler(page, server):
+    ids = page.build(schedule_graph())
+    page.fit_view()
+
+    def expected(stages):
+        starts = [0.0] + [t_end for _, t_end in stages[:-1]]
+        return server.post("/lumina_video/plan", {"stages": [{"patch": p, "t_start": s, "t_end": e} for (p, e), s in
+                                                             zip(stages, starts)], "steps": 70, "shift": 24.0})
+
+    plan = expected([("2x4", 0.03), ("2x2", 0.125), ("1x2", 1.0)])
+    assert [s["calls"] for s in plan["stages"]] == [30, 24, 15]  # the chain is the official f24F96R960 schedule
+    assert page.wait_plan(ids["chain_sampler"], plan) == plan and page.wait_plan(ids["stage2"], plan) == plan
+    assert_bars_match(page, ids["chain_sampler"], plan)
+    for widget, change, changed in (("t_end", 0.3, [("2x4", 0.03), ("2x2", 0.3), ("1x2", 1.0)]),
+                                    ("patch", "click", [("2x4", 0.03), ("1x4", 0.3), ("1x2", 1.0)])):
+        before = timeline_image(page, ids["chain_sampler"])
+        if change == "click":
+            page.click_arrow(ids["stage1"], widget)  # the next patch pair: 2x2 -> 1x4
+        else:
+            page.set_widget(ids["stage1"], widget, change)
+        plan = expected(changed)
+        assert page.wait_plan(ids["chain_sampler"], plan) == plan, widget
+        assert_bars_match(page, ids["chain_sampler"], plan)
+        assert timeline_image(page, ids["chain_sampler"]) != before, f"changing {widget} did not redraw the timeline"
+    assert_no_pack_problems(page)
+
+
+def test_a_schedule_the_model_cannot_run_fails_on_the_sampler_before_any_step(page):
+    stage = {"stage": node("LuminaVideoScheduleStage", (740, -330), 320, patch="1x4", t_end=1.0, steps=4, shift=3.0)}
+    ids = page.build(demo_graph(schedule=stage, schedule_links=[("stage", "schedule", "sampler", "schedule")]))
+    page.fit_view()
+    # the page already says so: the sampler's timeline shows the model's complaint instead of stage bars
+    page.wait_timelines()
+    r, g, b = pixels(timeline_image(page, ids["sampler"])).transpose(2, 0, 1)
+    assert ((r > 110) & (r > 1.6 * g) & (r > 1.6 * b)).sum() > 50 and not bar_shares(page, ids["sampler"])
+    assert error_stroke_pixels(page, ids["sampler"]) == 0
+    run_from_page(page)
+    error = page.wait_event("execution_error")["detail"]
+    assert error["node_id"] == str(ids["sampler"]) and error["node_type"] == "LuminaVideoSampler"
+    assert "patch pair 1x4" in error["exception_message"] and "1x1, 1x2, 2x2" in error["exception_message"]
+    assert not [e for e in page.events("progress") if e["detail"]["node"] == str(ids["sampler"])]
+    assert page.evaluate("() => window.app.lastExecutionError?.node_id") == str(ids["sampler"])
+    page.page.wait_for_selector(".p-dialog:has-text('patch pair 1x4')", timeout=5000)  # the error dialog
+    page.page.keyboard.press("Escape")
+    page.page.wait_for_selector(".p-dialog, .p-dialog-mask", state="detached", timeout=5000)
+    assert error_stroke_pixels(page, ids["sampler"]) > 100  # the failing node is outlined
+    assert error_stroke_pixels(page, ids["stage"]) == 0
+    assert_no_pack_problems(page)
+
+
+# -- 4: running, outputs and cancel from the page -----------------------------------------------------
+def test_demo_workflow_runs_from_the_page_with_progress_and_outputs(page):
+    if DEMO_WORKFLOW.is_file():
+        page.drop_workflow(DEMO_WORKFLOW)
+    else:
+        page.build(demo_graph())
+    page.fit_view()
+    run_from_page(page)
+    page.wait_event("execution_success", timeout=120)
+    samplers = node_ids(page, "LuminaVideoSampler") + node_ids(page, "LuminaVideoStageSampler")
+    progress = [e["detail"] for e in page.events("progress") if int(e["detail"]["node"]) in samplers]
+    assert progress and progress[-1]["value"] == progress[-1]["max"], progress
+    outputs = page.evaluate("() => window.app.nodeOutputs")
+    expected = {"videos": [], "images": []}
+    for save_video in node_ids(page, "SaveVideo"):
+        video = outputs[str(save_video)]["images"][0]["filename"]
+        assert video.endswith(".mp4"), outputs
+        expected["videos"].append(f"filename={video}")
+    image_nodes = node_ids(page, "SaveImage") + node_ids(page, "PreviewImage")
+    for image_node in image_nodes:
+        frames = [image["filename"] for image in outputs[str(image_node)]["images"]]
+        assert frames, outputs
+        expected["images"] += [f"filename={frame}" for frame in frames]
+    # the previews: a <video> element for Save Video, the frames as the image node's pictures
+    page.page.wait_for_function("""(expected) => {
+      const shown = {videos: [...document.querySelectorAll("video")].map((v) => v.src),
+                     images: window.app.graph._nodes.flatMap((n) => (n.imgs ?? []).map((i) => i.src))};
+      return Object.entries(expected).every(([kind, names]) => names.every((name) =>
+        shown[kind].some((src) => src.includes(name))));
+    }""", arg=expected, timeout=10_000)
+    assert node_ids(page, "SaveVideo") and image_nodes
+    page.page.wait_for_timeout(200)
+    assert not page.visible_text(".p-toast-message-error")
+    assert_no_pack_problems(page)
+
+
+def test_cancel_in_the_page_stops_a_long_run_at_the_next_step(page, server):
+    ids = page.build(demo_graph(steps=1000, size=64, frames=16))
+    sampler = str(ids["sampler"])
+    run_from_page(page)
+    page.wait_event("progress", where=f"d.node === '{sampler}' && d.value >= 2")
+    page.page.get_by_role("button", name="Cancel current run").click()
+    interrupted = page.wait_event("execution_interrupted", timeout=15)["detail"]
+    assert interrupted["node_id"] == sampler
+    # when the server had taken the cancel (its /interrupt answer reached the page), on the page's clock
+    accepted = page.evaluate("""() => performance.getEntriesByType("resource")
+        .filter((e) => e.name.includes("/interrupt")).map((e) => e.responseEnd).pop()""")
+    progress = page.events("progress")
+    later = [e["detail"]["value"] for e in progress if e["time"] > accepted]
+    # the step being computed may finish (its update can also arrive after the answer); no step starts after it
+    assert len(later) <= 2, later
+    last = progress[-1]["detail"]
+    assert last["value"] < last["max"] // 10, last
+    assert interrupted["timestamp"] and page.events("execution_interrupted")[0]["time"] - accepted < 5000
+    assert server.get("/system_stats")["system"]["comfyui_version"]  # still serving
+    page.set_widget(ids["schedule"], "steps", 4)
+    run_from_page(page)
+    page.wait_event("execution_success", timeout=60)
+    assert_no_pack_problems(page)
