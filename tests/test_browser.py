@@ -8,16 +8,20 @@ Skips without a host or without playwright/Chromium; with CI set, a missing brow
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 
+import av
 import numpy as np
 import pytest
-from comfy_host import HOST_MISSING, running_server
+from comfy_host import HOST_MISSING, ROOT, running_server
 from PIL import Image
 
 if HOST_MISSING:
@@ -130,7 +134,6 @@ def timeline_image(page: PackPage, node_id: int) -> bytes:
 def assert_bars_match(page: PackPage, node_id: int, plan: dict) -> None:
     """The drawn bars have the plan's patches, each as wide as its share of the model calls."""
     shares = bar_shares(page, node_id)
-    page.screenshot(path=f"/tmp/bx/dbg_{node_id}.png")
     expected = {}
     for stage in plan["stages"]:
         if stage["calls"]:
@@ -338,4 +341,84 @@ def test_cancel_in_the_page_stops_a_long_run_at_the_next_step(page, server):
     page.set_widget(ids["schedule"], "steps", 4)
     run_from_page(page)
     page.wait_event("execution_success", timeout=60)
+    assert_no_pack_problems(page)
+
+
+# -- videos that carry their workflow -----------------------------------------------------------------
+DROP_FILE_JS = """async ({name, type, data}) => {
+  const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+  const canvas = window.app.canvasEl ?? document.querySelector("#graph-canvas");
+  const box = canvas.getBoundingClientRect();
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([bytes], name, {type}));
+  const options = {bubbles: true, cancelable: true, dataTransfer: transfer,
+                   clientX: box.left + box.width / 2, clientY: box.top + box.height / 2};
+  canvas.dispatchEvent(new DragEvent("dragover", options));
+  canvas.dispatchEvent(new DragEvent("drop", options));
+}"""
+
+
+def drop_file(page: PackPage, path, mime: str, expected_nodes: list) -> None:
+    """Drop a binary file (a video or PNG someone shared) onto the canvas; wait for the graph it carries."""
+    page.evaluate("() => window.app.graph.clear()")
+    page.evaluate(DROP_FILE_JS, {"name": path.name, "type": mime, "data": base64.b64encode(path.read_bytes()).decode()})
+    page.page.wait_for_function("""(nodes) => JSON.stringify(window.app.graph._nodes.map((n) => [n.id, n.type])
+        .sort((a, b) => a[0] - b[0])) === JSON.stringify(nodes)""", arg=expected_nodes, timeout=15_000)
+    page.settle()
+
+
+def sheet_frames(path, size, columns: int = 4, gap: int = 2) -> np.ndarray:
+    """The frames tiled in a CLI contact sheet (write_contact_sheet's layout: 4 columns, 2-pixel gaps)."""
+    sheet = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    height, width = size
+    rows, cols = (sheet.shape[0] + gap) // (height + gap), columns
+    return np.stack([sheet[r * (height + gap):r * (height + gap) + height, c * (width + gap):c * (width + gap) + width]
+                     for r in range(rows) for c in range(cols)])
+
+
+def video_frames(path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]).astype(int)
+
+
+def test_cli_video_dropped_on_the_canvas_restores_its_graph_and_reproduces_it(page, server, tmp_path):
+    """CLI video in, graph out, run, compare: the mp4 and the contact sheet both restore the CLI's graph;
+    queued from the page it makes the CLI's frames (losslessly within one level: identical latents) and a
+    video equal to them up to H.264 noise."""
+    out = tmp_path / "shared.mp4"
+    subprocess.run([sys.executable, "-m", "lumina_core", "generate", "--prompt", "a yellow circle moving down",
+                    "--motion", "7", "--seed", "21", "--steps", "5", "--out", str(out)],
+                   check=True, capture_output=True, timeout=300, cwd=ROOT)
+    with av.open(str(out)) as container:
+        embedded = json.loads(container.metadata["workflow"]), json.loads(container.metadata["prompt"])
+    workflow, prompt = embedded
+    nodes = sorted([node["id"], node["type"]] for node in workflow["nodes"])
+
+    drop_file(page, out.with_suffix(".png"), "image/png", nodes)  # the contact sheet carries it too
+    drop_file(page, out, "video/mp4", nodes)
+    restored = page.evaluate("async () => (await window.app.graphToPrompt()).output")
+    assert {key: {k: v for k, v in node.items() if k != "_meta"} for key, node in restored.items()} == prompt
+
+    # A lossless look at the decoded frames: a Save Image node wired to the decoder's images in the page.
+    decode = next(int(key) for key, node in prompt.items() if node["class_type"] == "LuminaVideoVAEDecode")
+    save_image = page.evaluate("""(decode) => {
+      const node = LiteGraph.createNode("SaveImage");
+      node.pos = [1120, 700];
+      window.app.graph.add(node);
+      window.app.graph.getNodeById(decode).connect(0, node, 0);
+      return node.id;
+    }""", decode)
+    run_from_page(page)
+    page.wait_event("execution_success", timeout=180)
+    saved = page.evaluate("() => window.app.nodeOutputs")
+    frames = np.stack([np.asarray(Image.open(server.base / "output" / image["subfolder"] / image["filename"]))
+                       for image in saved[str(save_image)]["images"]]).astype(int)
+    assert np.abs(frames - sheet_frames(out.with_suffix(".png"), frames.shape[1:3])).max() <= 1  # identical latents
+    save_video = next(key for key, node in prompt.items() if node["class_type"] == "SaveVideo")
+    file = saved[save_video]["images"][0]
+    ours, theirs = video_frames(out), video_frames(server.base / "output" / file["subfolder"] / file["filename"])
+    assert ours.shape == theirs.shape == frames.shape
+    # The page's video holds those frames up to H.264 noise: no further from them than the CLI's own mp4
+    # (yuv420p loses much of the demo's fine detail, so the noise itself is several levels).
+    assert np.abs(theirs - frames).mean() <= 1.5 * np.abs(ours - frames).mean() + 1
     assert_no_pack_problems(page)
