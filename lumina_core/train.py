@@ -1,0 +1,539 @@
+"""Train the demo models with the Lumina-Video recipe at demo scale (``python -m lumina_core.train``).
+
+Four commands, run in this order (docs/demo_training.md has the exact lines that made the shipped
+files):
+
+    data    render the procedural clips/stills (lumina_core.demo_data) and label every clip's
+            motion with optical flow, once, into an .npz
+    vae     train the tiny CogVideoX VAE (reconstruction + small KL) on freshly drawn clips
+    dit     encode the data set once (VAE latents, text features), then train the Multi-scale
+            Next-DiT: flow matching with t in [0, 1] (0 = noise), a random patch pair every
+            iteration, joint image/video batches, caption dropout, motion dropout (-1), loss
+            MSE + (1 - cosine similarity), EMA, AdamW
+    export  write the shipped files (transformer, VAE, text encoder + tokenizer) to a folder
+
+The training commands are resumable: ``vae``/``dit`` keep ``state.pt`` (weights, optimiser, step,
+sample generator) in their output folder, save it every few minutes and pick it up with
+``--resume``; ``--minutes`` bounds the wall time of one run and ``--steps`` the total step count
+(it sets the cosine learning-rate schedule). On a CPU shared with other jobs use ``--threads 1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import demo, demo_data
+
+DEFAULT_OUT = Path("out/demo")
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers shared by the commands
+# ---------------------------------------------------------------------------------------------
+
+
+def log(path: Path, message: str) -> None:
+    """Append a line to ``path`` and echo it to stderr."""
+    line = f"{time.strftime('%H:%M:%S')} {message}"
+    print(line, file=sys.stderr, flush=True)
+    with open(path, "a") as handle:
+        handle.write(line + "\n")
+
+
+def save_state(path: Path, state: dict) -> None:
+    """torch.save atomically (temp file + rename) so an interrupted run keeps the last state."""
+    temp = path.with_suffix(".tmp")
+    torch.save(state, temp)
+    temp.replace(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+
+
+def save_dataset(path: Path, data: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {key: np.asarray(value) for key, value in data.items()}
+    np.savez(path, **arrays)
+    return path
+
+
+def load_dataset(path: Path) -> dict:
+    with np.load(path) as handle:
+        return {key: handle[key] for key in handle.files}
+
+
+def command_data(args) -> None:
+    data = demo_data.make_dataset(args.clips, args.images, seed=args.seed)
+    path = save_dataset(args.out, data)
+    motion = data["clip_motion"]
+    print(f"wrote {path}: {len(data['clips'])} clips, {len(data['images'])} stills; motion labels "
+          f"min {motion.min():.2f} median {np.median(motion):.2f} max {motion.max():.2f}")
+
+
+# ---------------------------------------------------------------------------------------------
+# vae
+# ---------------------------------------------------------------------------------------------
+
+
+def vae_batch(step: int, batch: int, seed: int) -> torch.Tensor:
+    """Frames [B, F, H, W, 3] in [0, 1] of freshly drawn clips (a pure function of step and seed)."""
+    clips = [demo_data.make_clip(seed * 1_000_003 + 500_000 + step * batch + i)[0] for i in range(batch)]
+    return torch.from_numpy(np.stack(clips)).float() / 255
+
+
+def random_crop(frames: torch.Tensor, frames_out: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """A random window of ``frames_out`` frames and ``size`` x ``size`` pixels (one per batch).
+
+    The VAE is convolutional, so training on 8-frame 32 x 32 windows teaches the same filters at
+    an eighth of the cost of whole clips (3-D convolutions with few channels are slow on CPU);
+    stills and the final evaluation use whole frames.
+    """
+    _, count, height, width, _ = frames.shape
+    f0 = int(torch.randint(0, count - frames_out + 1, (1,), generator=generator)) // 4 * 4
+    y0, x0 = (int(torch.randint(0, extent - size + 1, (1,), generator=generator)) // 8 * 8 for extent in (height, width))
+    return frames[:, f0:f0 + frames_out, y0:y0 + size, x0:x0 + size]
+
+
+def vae_image_batch(step: int, batch: int, seed: int) -> torch.Tensor:
+    images = [demo_data.make_image(seed * 1_000_003 + 700_000 + step * batch + i)[0] for i in range(batch)]
+    return torch.from_numpy(np.stack(images)).float() / 255
+
+
+def vae_loss(vae, frames: torch.Tensor, kl_weight: float) -> tuple[torch.Tensor, dict]:
+    """Reconstruction (MSE + L1 in [-1, 1]) of a posterior sample, plus kl_weight x KL per element."""
+    x = frames.permute(0, 4, 1, 2, 3) * 2 - 1  # b f h w c -> b c f h w
+    posterior = vae.encode(x).latent_dist
+    recon = vae.decode(posterior.sample()).sample
+    mse = F.mse_loss(recon, x)
+    l1 = (recon - x).abs().mean()
+    kl = posterior.kl().mean() / posterior.mean[0].numel()
+    return mse + l1 + kl_weight * kl, {"mse": mse.item(), "l1": l1.item(), "kl": kl.item()}
+
+
+def vae_config() -> dict:
+    return {"_class_name": "AutoencoderKLCogVideoX", **demo.VAE_CONFIG}
+
+
+def build_training_vae(seed: int):
+    from diffusers import AutoencoderKLCogVideoX
+
+    torch.manual_seed(seed)
+    return AutoencoderKLCogVideoX(**demo.VAE_CONFIG)
+
+
+def save_vae(vae, path: Path, metadata: dict | None = None) -> Path:
+    """One .safetensors with the diffusers config as JSON in its metadata (what vae.load_vae reads)."""
+    from safetensors.torch import save_file
+
+    from .vae import CONFIG_METADATA_KEY
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {CONFIG_METADATA_KEY: json.dumps(vae_config()), **{k: str(v) for k, v in (metadata or {}).items()}}
+    tensors = {name: t.detach().contiguous().cpu() for name, t in vae.state_dict().items()}
+    temp = path.with_suffix(".tmp")
+    save_file(tensors, str(temp), metadata=meta)
+    temp.replace(path)
+    return path
+
+
+@torch.no_grad()
+def latent_channel_std(vae, frames: torch.Tensor) -> torch.Tensor:
+    """Per-channel std of ``vae.encode`` latents (scaled by s) of frames [B, F, H, W, 3]."""
+    from .vae import encode
+
+    latents = encode(vae.eval(), frames)
+    return latents.transpose(0, 1).reshape(latents.shape[1], -1).std(dim=1)
+
+
+@torch.no_grad()
+def normalise_latents(vae, channel_std: torch.Tensor) -> None:
+    """Rescale latent channel c by 1/std_c inside the VAE, exactly: the encoder's mean rows (and
+    log-variance, by -2 log std_c) and every decoder convolution that reads the latent (conv_in
+    and the 1x1 conv_y/conv_b of each spatial norm; all linear in it, zero-padded) absorb the
+    factor, so decode(encode(x)) is unchanged and the scaled latents have unit std per channel.
+    (The pipeline's fixed scaling factor s = 1.15258426 leaves no other place for it.)"""
+    from diffusers.models.autoencoders.autoencoder_kl_cogvideox import CogVideoXSpatialNorm3D
+
+    channels = channel_std.numel()
+    conv_out = vae.encoder.conv_out.conv
+    conv_out.weight[:channels] /= channel_std.view(-1, 1, 1, 1, 1)
+    conv_out.bias[:channels] /= channel_std
+    conv_out.bias[channels:] -= 2 * channel_std.log()
+    readers = [vae.decoder.conv_in.conv]
+    for module in vae.decoder.modules():
+        if isinstance(module, CogVideoXSpatialNorm3D):
+            readers += [module.conv_y.conv, module.conv_b.conv]
+    for conv in readers:
+        conv.weight *= channel_std.view(1, -1, 1, 1, 1)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(10 * torch.log10(1 / F.mse_loss(a.float(), b.float()).clamp_min(1e-10)))
+
+
+def command_vae(args) -> None:
+    torch.set_num_threads(args.threads)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    state_path, log_path = out / "state.pt", out / "log.txt"
+    vae = build_training_vae(args.seed).train()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
+    step = 0
+    generator = torch.Generator().manual_seed(args.seed)
+    if args.resume and state_path.exists():
+        state = torch.load(state_path, weights_only=False)
+        vae.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        step = state["step"]
+        log(log_path, f"resumed at step {step}")
+    log(log_path, f"vae: {sum(p.numel() for p in vae.parameters())} parameters, batch {args.batch}, lr {args.lr}, "
+                  f"kl {args.kl}")
+    from tqdm import tqdm
+
+    start = last_save = time.time()
+    bar = tqdm(total=args.steps, initial=step, desc="vae")
+    while step < args.steps and time.time() - start < args.minutes * 60:
+        lr = args.lr * min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        # One image batch every fourth step: the DiT also trains on stills (1 frame -> 1 latent).
+        if step % 4 == 3:
+            frames = vae_image_batch(step, args.batch, args.seed)
+        else:
+            frames = random_crop(vae_batch(step, args.batch, args.seed), args.crop_frames, args.crop_size, generator)
+        loss, parts = vae_loss(vae, frames, args.kl)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}", mse=f"{parts['mse']:.4f}")
+        if step % 10 == 0:
+            log(log_path, f"step {step} loss {loss.item():.5f} mse {parts['mse']:.5f} l1 {parts['l1']:.4f} "
+                          f"kl {parts['kl']:.3f} lr {lr:.2e}")
+        if time.time() - last_save > args.save_minutes * 60:
+            save_state(state_path, {"model": vae.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                                    "generator": generator.get_state()})
+            last_save = time.time()
+    bar.close()
+    save_state(state_path, {"model": vae.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                            "generator": generator.get_state()})
+    vae.eval()
+    report_vae(vae, args.seed, log_path)
+    frames = vae_batch(10_000_000, 32, args.seed)
+    std = latent_channel_std(vae, frames)
+    log(log_path, f"raw latent std per channel (scaled by s): {[round(v, 3) for v in std.tolist()]}")
+    normalise_latents(vae, std)
+    std_after = latent_channel_std(vae, frames)
+    log(log_path, f"after normalisation: mean std {std_after.mean():.3f}")
+    save_vae(vae, out / "vae.safetensors", {"step": step, "raw_latent_std": json.dumps(std.tolist())})
+    log(log_path, f"wrote {out / 'vae.safetensors'} at step {step}")
+
+
+@torch.no_grad()
+def report_vae(vae, seed: int, log_path: Path) -> float:
+    """PSNR of decode(encode(x)) on fresh clips and stills, through lumina_core.vae."""
+    from .vae import decode, encode
+
+    clips = vae_batch(20_000_000, 8, seed)
+    images = vae_image_batch(20_000_000, 8, seed)
+    clip_psnr = psnr(decode(vae, encode(vae, clips)), clips)
+    image_psnr = psnr(decode(vae, encode(vae, images)), images)
+    log(log_path, f"reconstruction PSNR: clips {clip_psnr:.2f} dB, stills {image_psnr:.2f} dB")
+    return clip_psnr
+
+
+# ---------------------------------------------------------------------------------------------
+# dit
+# ---------------------------------------------------------------------------------------------
+
+CAPTION_DROPOUT = 0.1  # share of samples trained on the empty prompt (what the negative prompt "" gives)
+MOTION_DROPOUT = 0.3  # share of clips whose motion score is replaced by -1 ("no motion condition")
+EMPTY_CAPTION = 0  # row of the caption table holding the empty prompt
+
+
+def load_text_components():
+    """The frozen demo text encoder (seeded random tiny Gemma-2) and its word-level tokenizer."""
+    tokenizer = demo.build_tokenizer()
+    return demo.seeded_text_model(len(tokenizer)), tokenizer
+
+
+@torch.no_grad()
+def build_latent_cache(data: dict, vae, text_model, tokenizer, batch: int = 16, progress: bool = True) -> dict:
+    """Encode a data set once: VAE latents of clips and stills, one caption table (row 0 = "")
+    with per-sample row indices, and the measured motion labels."""
+    from tqdm import tqdm
+
+    from .text import encode_prompts
+    from .vae import encode
+
+    def latents_of(frames: np.ndarray) -> torch.Tensor:
+        chunks = [encode(vae, torch.from_numpy(frames[i:i + batch]).float() / 255)
+                  for i in tqdm(range(0, len(frames), batch), desc="VAE latents", disable=not progress)]
+        return torch.cat(chunks) if chunks else torch.zeros(0)
+
+    captions = [""] + sorted(set(map(str, data["clip_captions"])) | set(map(str, data["image_captions"])))
+    row = {caption: index for index, caption in enumerate(captions)}
+    feats, mask = encode_prompts(text_model, tokenizer, captions)
+    return {
+        "clip_latents": latents_of(data["clips"]),
+        "clip_caption": torch.tensor([row[str(c)] for c in data["clip_captions"]]),
+        "clip_motion": torch.as_tensor(data["clip_motion"]).float(),
+        "image_latents": latents_of(data["images"]),
+        "image_caption": torch.tensor([row[str(c)] for c in data["image_captions"]]),
+        "captions": captions,
+        "caption_feats": feats.float(),
+        "caption_mask": mask,
+    }
+
+
+def draw_batch(cache: dict, videos: int, images: int, generator: torch.Generator,
+               caption_dropout: float = CAPTION_DROPOUT, motion_dropout: float = MOTION_DROPOUT) -> list[dict]:
+    """One joint batch as a list of parts (videos, stills), each {latents, caption rows, motion}.
+
+    Caption rows are replaced by the empty prompt with p = caption_dropout; clip motion scores by
+    -1 with p = motion_dropout; stills always carry -1 (they have no motion to condition on).
+    """
+    parts = []
+    for kind, count in (("clip", videos), ("image", images)):
+        if count <= 0 or len(cache[f"{kind}_latents"]) == 0:
+            continue
+        index = torch.randint(len(cache[f"{kind}_latents"]), (count,), generator=generator)
+        rows = cache[f"{kind}_caption"][index].clone()
+        rows[torch.rand(count, generator=generator) < caption_dropout] = EMPTY_CAPTION
+        if kind == "clip":
+            motion = cache["clip_motion"][index].clone()
+            motion[torch.rand(count, generator=generator) < motion_dropout] = -1.0
+        else:
+            motion = torch.full((count,), -1.0)
+        parts.append({"latents": cache[f"{kind}_latents"][index], "rows": rows, "motion": motion})
+    return parts
+
+
+def flow_matching_loss(model, x1: torch.Tensor, feats: torch.Tensor, mask: torch.Tensor, motion: torch.Tensor,
+                       patch_size: int, f_patch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """Per-item loss MSE + (1 - cosine similarity) of the predicted velocity (Lumina-Video recipe).
+
+    t ~ U[0, 1] (0 = noise, 1 = data), x_t = t x1 + (1 - t) x0 with x0 ~ N(0, I), target x1 - x0:
+    the velocity lumina_core.sampling integrates from t = 0 to t = 1.
+    """
+    batch = x1.shape[0]
+    t = torch.rand(batch, generator=generator)
+    x0 = torch.randn(x1.shape, generator=generator)
+    t_ = t.view(-1, 1, 1, 1, 1)
+    velocity = model(t_ * x1 + (1 - t_) * x0, t, feats, mask, motion, patch_size, f_patch_size)
+    target = (x1 - x0).flatten(1)
+    predicted = velocity.flatten(1)
+    mse = (predicted - target).pow(2).mean(dim=1)
+    cosine = F.cosine_similarity(predicted, target, dim=1)
+    return mse + 1 - cosine
+
+
+def training_step(model, optimizer, cache: dict, patch: tuple[int, int], videos: int, images: int,
+                  generator: torch.Generator, caption_dropout: float = CAPTION_DROPOUT,
+                  motion_dropout: float = MOTION_DROPOUT) -> float:
+    """One optimiser step on a joint video + still batch at one patch pair; returns the mean loss."""
+    patch_size, f_patch_size = patch
+    losses = []
+    for part in draw_batch(cache, videos, images, generator, caption_dropout, motion_dropout):
+        feats, mask = cache["caption_feats"][part["rows"]], cache["caption_mask"][part["rows"]]
+        losses.append(flow_matching_loss(model, part["latents"], feats, mask, part["motion"], patch_size,
+                                         f_patch_size, generator))
+    loss = torch.cat(losses).mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return loss.item()
+
+
+def build_training_transformer(seed: int):
+    """The demo NextDiT with the official initialisation (zeroed adaLN and output layers)."""
+    from .model import NextDiT
+
+    torch.manual_seed(seed)
+    return NextDiT(demo.TRANSFORMER_CONFIG)
+
+
+@torch.no_grad()
+def update_ema(ema, model, decay: float) -> None:
+    ema_params, params = list(ema.parameters()), list(model.parameters())
+    torch._foreach_lerp_(ema_params, params, 1 - decay)
+
+
+def check_patch_widths(config) -> None:
+    """Every patch token must be no wider than the model (DESIGN.md: a wider coarse token never learned)."""
+    for patch_size, f_patch_size in config.patch_pairs:
+        width = f_patch_size * patch_size * patch_size * config.in_channels
+        if width > config.dim:
+            raise ValueError(f"patch {f_patch_size}x{patch_size} makes tokens of {width} values, wider than the model "
+                             f"dim {config.dim}; use a smaller patch or a wider model")
+
+
+def command_dit(args) -> None:
+    import copy
+
+    from tqdm import tqdm
+
+    from .checkpoint import save_model
+    from .vae import load_vae
+
+    torch.set_num_threads(args.threads)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    state_path, log_path, cache_path = out / "state.pt", out / "log.txt", out / "cache.pt"
+    if cache_path.exists():
+        cache = torch.load(cache_path, weights_only=False)
+    else:
+        text_model, tokenizer = load_text_components()
+        cache = build_latent_cache(load_dataset(args.data), load_vae(args.vae), text_model, tokenizer)
+        save_state(cache_path, cache)
+        log(log_path, f"cached {len(cache['clip_latents'])} clip and {len(cache['image_latents'])} still latents, "
+                      f"{len(cache['captions'])} captions; clip latent std {cache['clip_latents'].std():.3f}")
+    model = build_training_transformer(args.seed).train()
+    check_patch_widths(model.config)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
+    generator = torch.Generator().manual_seed(args.seed)
+    step = 0
+    if args.resume and state_path.exists():
+        state = torch.load(state_path, weights_only=False)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        step = state["step"]
+        log(log_path, f"resumed at step {step}")
+    pairs = model.config.patch_pairs
+    log(log_path, f"dit: {model.parameter_count()} parameters, patch pairs {pairs}, batch {args.videos} clips + "
+                  f"{args.images} stills, lr {args.lr}")
+
+    def save():
+        save_state(state_path, {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+                                "generator": generator.get_state(), "step": step})
+
+    recent = {pair: [] for pair in pairs}
+    start = last_save = time.time()
+    bar = tqdm(total=args.steps, initial=step, desc="dit")
+    while step < args.steps and time.time() - start < args.minutes * 60:
+        warmup = min(1.0, (step + 1) / args.warmup)
+        lr = args.lr * warmup * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        pair = pairs[int(torch.randint(len(pairs), (1,), generator=generator))]
+        loss = training_step(model, optimizer, cache, pair, args.videos, args.images, generator)
+        update_ema(ema, model, args.ema if step >= args.warmup else 0.0)
+        step += 1
+        recent[pair] = (recent[pair] + [loss])[-50:]
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", patch=f"{pair[1]}x{pair[0]}")
+        if step % 50 == 0:
+            per_pair = " ".join(f"{f}x{p}={np.mean(v):.4f}" for (p, f), v in recent.items() if v)
+            log(log_path, f"step {step} lr {lr:.2e} loss per patch pair (last 50 each): {per_pair}")
+        if time.time() - last_save > args.save_minutes * 60:
+            save()
+            last_save = time.time()
+    bar.close()
+    save()
+    recipe = {"steps": step, "videos": args.videos, "images": args.images, "lr": args.lr, "ema": args.ema,
+              "caption_dropout": CAPTION_DROPOUT, "motion_dropout": MOTION_DROPOUT, "loss": "mse + (1 - cosine)"}
+    save_model(ema, out / "transformer.safetensors", metadata={"recipe": json.dumps(recipe)})
+    log(log_path, f"wrote {out / 'transformer.safetensors'} (EMA) at step {step}")
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+# ---------------------------------------------------------------------------------------------
+
+
+def command_export(args) -> None:
+    """Copy the trained transformer and VAE and write the text encoder + tokenizer folder."""
+    import shutil
+
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(args.dit, out / demo.TRANSFORMER_FILE)
+    shutil.copyfile(args.vae, out / demo.VAE_FILE)
+    text_model, tokenizer = load_text_components()
+    text_model.save_pretrained(out / demo.TEXT_ENCODER_DIR, safe_serialization=True)
+    tokenizer.save_pretrained(out / demo.TEXT_ENCODER_DIR)
+    total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    print(f"wrote {out}: {total / 2**20:.1f} MiB")
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lumina_core.train", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="render clips + stills and measure motion labels into an .npz")
+    data.add_argument("--clips", type=int, default=3000)
+    data.add_argument("--images", type=int, default=1500)
+    data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--out", type=Path, default=DEFAULT_OUT / "data.npz")
+
+    vae = commands.add_parser("vae", help="train the demo CogVideoX VAE")
+    vae.add_argument("--out", type=Path, default=DEFAULT_OUT / "vae")
+    vae.add_argument("--steps", type=int, default=600, help="total optimiser steps (sets the cosine schedule)")
+    vae.add_argument("--minutes", type=float, default=25.0, help="wall-time limit of this run")
+    vae.add_argument("--batch", type=int, default=8)
+    vae.add_argument("--crop-frames", type=int, default=8, help="frames of the training windows (8m)")
+    vae.add_argument("--crop-size", type=int, default=32, help="pixels of the training windows (multiple of 8)")
+    vae.add_argument("--lr", type=float, default=2e-3)
+    vae.add_argument("--kl", type=float, default=1e-4, help="weight of the per-element KL term")
+    vae.add_argument("--seed", type=int, default=0)
+    vae.add_argument("--threads", type=int, default=2)
+    vae.add_argument("--save-minutes", type=float, default=3.0)
+    vae.add_argument("--resume", action="store_true")
+
+    dit = commands.add_parser("dit", help="train the demo Multi-scale Next-DiT on VAE latents")
+    dit.add_argument("--data", type=Path, default=DEFAULT_OUT / "data.npz")
+    dit.add_argument("--vae", type=Path, default=DEFAULT_OUT / "vae" / "vae.safetensors")
+    dit.add_argument("--out", type=Path, default=DEFAULT_OUT / "dit")
+    dit.add_argument("--steps", type=int, default=6000, help="total optimiser steps (sets the cosine schedule)")
+    dit.add_argument("--minutes", type=float, default=70.0, help="wall-time limit of this run")
+    dit.add_argument("--videos", type=int, default=12, help="clips per batch")
+    dit.add_argument("--images", type=int, default=8, help="stills per batch")
+    dit.add_argument("--lr", type=float, default=5e-4)
+    dit.add_argument("--warmup", type=int, default=100)
+    dit.add_argument("--ema", type=float, default=0.998)
+    dit.add_argument("--seed", type=int, default=0)
+    dit.add_argument("--threads", type=int, default=2)
+    dit.add_argument("--save-minutes", type=float, default=3.0)
+    dit.add_argument("--resume", action="store_true")
+
+    export = commands.add_parser("export", help="write the shipped demo files")
+    export.add_argument("--dit", type=Path, default=DEFAULT_OUT / "dit" / "transformer.safetensors")
+    export.add_argument("--vae", type=Path, default=DEFAULT_OUT / "vae" / "vae.safetensors")
+    export.add_argument("--out", type=Path, default=Path(__file__).parent / "demo_models")
+    return parser
+
+
+COMMANDS = {"data": command_data, "vae": command_vae, "dit": command_dit, "export": command_export}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    COMMANDS[args.command](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
