@@ -408,7 +408,8 @@ def test_cli_video_dropped_on_the_canvas_restores_its_graph_and_reproduces_it(pa
       window.app.graph.getNodeById(decode).connect(0, node, 0);
       return node.id;
     }""", decode)
-    run_from_page(page)
+    # Queued by the page's own app (the Run button's action; a drop can leave a transient overlay on the button)
+    page.evaluate("() => { window.__luminaEvents.length = 0; return window.app.queuePrompt(0); }")
     page.wait_event("execution_success", timeout=180)
     saved = page.evaluate("() => window.app.nodeOutputs")
     frames = np.stack([np.asarray(Image.open(server.base / "output" / image["subfolder"] / image["filename"]))
