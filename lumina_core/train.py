@@ -192,7 +192,7 @@ def command_vae(args) -> None:
     step = 0
     generator = torch.Generator().manual_seed(args.seed)
     if args.resume and state_path.exists():
-        state = torch.load(state_path, weights_only=False)
+        state = torch.load(state_path, weights_only=True)
         vae.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
@@ -396,7 +396,7 @@ def command_dit(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     state_path, log_path, cache_path = out / "state.pt", out / "log.txt", out / "cache.pt"
     if cache_path.exists():
-        cache = torch.load(cache_path, weights_only=False)
+        cache = torch.load(cache_path, weights_only=True)
     else:
         text_model, tokenizer = load_text_components()
         cache = build_latent_cache(load_dataset(args.data), load_vae(args.vae), text_model, tokenizer)
@@ -410,7 +410,7 @@ def command_dit(args) -> None:
     generator = torch.Generator().manual_seed(args.seed)
     step = 0
     if args.resume and state_path.exists():
-        state = torch.load(state_path, weights_only=False)
+        state = torch.load(state_path, weights_only=True)
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
