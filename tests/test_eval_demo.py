@@ -17,7 +17,6 @@ def test_quick_evaluation_prints_the_table():
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "eval_demo.py"), "--quick"],
                             capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr
-    print(result.stdout)
     rows = {line.split("|")[1].strip(): line for line in result.stdout.splitlines() if line.startswith("| ")}
     for measure in ("colour adherence (6 prompts)", "time ratio multi / single", "motion Spearman, all 5 samples"):
         assert measure in rows, result.stdout
