@@ -8,7 +8,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .sampling import SampleConfig, check_runnable, sample
+from .sampling import SampleConfig, check_runnable, sample, seeded_noise
 from .text import encode_prompts
 from .vae import SPATIAL_COMPRESSION, decode, latent_count_for_frames
 
@@ -51,9 +51,8 @@ def check_request(model, request: VideoRequest, config: SampleConfig) -> None:
 
 
 def initial_noise(request: VideoRequest) -> torch.Tensor:
-    """float32 Gaussian noise from a CPU generator seeded with the request's seed."""
-    generator = torch.Generator().manual_seed(int(request.seed))
-    return torch.randn(latent_shape(request), generator=generator)
+    """float32 Gaussian noise of the request's latent shape from its seed (see sampling.seeded_noise)."""
+    return seeded_noise(latent_shape(request), request.seed)
 
 
 @torch.no_grad()

@@ -153,6 +153,12 @@ def _switch_at(value, t: float, new):
     return (*entries, (t, new))
 
 
+def seeded_noise(shape: Sequence[int], seed: int) -> torch.Tensor:
+    """float32 Gaussian noise from a CPU generator, so a seed gives the same start on every device
+    (the command line and the sampler nodes both start here, which makes their results equal)."""
+    return torch.randn(tuple(shape), generator=torch.Generator().manual_seed(int(seed)))
+
+
 # -- model checks ----------------------------------------------------------------------------
 def check_latent_fits(latent_shape: Sequence[int], config: SampleConfig) -> None:
     """Raise unless every stage's patch sizes divide the latent [B, C, F, H, W] (no model needed)."""

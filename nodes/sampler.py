@@ -10,7 +10,7 @@ from comfy.cli_args import LatentPreviewMethod, args
 from comfy_api.latest import io
 from PIL import Image
 
-from ..lumina_core.sampling import SampleConfig, check_runnable, sample
+from ..lumina_core.sampling import SampleConfig, check_runnable, sample, seeded_noise
 from . import io_types
 from .devices import loaded
 from .schedule import (
@@ -29,11 +29,6 @@ TOOLTIPS = {
     "negative": "Caption features of the negative prompt (used where cfg > 0).",
     "seed": "Seed of the starting noise (a CPU generator, so the same seed gives the same video on any device).",
 }
-
-
-def seeded_noise(shape, seed: int) -> torch.Tensor:
-    """float32 Gaussian noise from a CPU generator, as lumina_core.pipeline.initial_noise makes it."""
-    return torch.randn(tuple(shape), generator=torch.Generator().manual_seed(int(seed)))
 
 
 def caption_rows(conditioning: dict, batch: int, width: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
