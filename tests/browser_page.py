@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from comfy_host import DEMO, ROOT, Server
+from comfy_host import DEMO, INPUT_NODES, LOADER_FOLDERS, ROOT, Server, referenced_files
 from PIL import Image
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -27,12 +27,11 @@ PACK_URLS = ("/extensions/comfyui-lumina-video/", "/lumina_video/")
 EXTENSION = "LuminaVideo.ScheduleTimeline"
 TIMELINE = "lumina_timeline"
 WIDGET_ROW = 20  # LiteGraph.NODE_WIDGET_HEIGHT: the height of a combo or number widget's row
-LOADERS = {  # loader node -> (models folder, files that mark a model folder) for the placeholder files
-    "LuminaVideoModelLoader": ("diffusion_models", ("consolidated.00-of-01.safetensors",)),
-    "LuminaVideoTextEncoderLoader": ("text_encoders", ("config.json", "tokenizer.json")),
-    "LuminaVideoVAELoader": ("vae", ("config.json",)),
+FOLDER_MARKERS = {  # loader node -> files that mark a model folder, for the placeholder files
+    "LuminaVideoModelLoader": ("consolidated.00-of-01.safetensors",),
+    "LuminaVideoTextEncoderLoader": ("config.json", "tokenizer.json"),
+    "LuminaVideoVAELoader": ("config.json",),
 }
-INPUTS = ("LoadVideo", "LoadImage")  # nodes that pick a file from the input folder
 SETTINGS = {  # server-side user settings written before the page opens
     "Comfy.TutorialCompleted": True,  # no templates dialog on the first visit
     "Comfy.Minimap.Visible": False,  # nothing drawn over the graph's corner
@@ -66,18 +65,6 @@ def chromium() -> Iterator[playwright.sync_api.Browser]:  # noqa: F821
             browser.close()
 
 
-def referenced_files(workflow: dict) -> set[tuple[str, str]]:
-    """(node type, file name) pairs a UI-format workflow's loaders and Load Video / Load Image nodes pick; the
-    built-in demo entry is left out."""
-    names = set()
-    for node in workflow.get("nodes", []):
-        if node.get("type") in LOADERS or node.get("type") in INPUTS:
-            name = (node.get("widgets_values") or [None])[0]  # the first widget names the file
-            if isinstance(name, str) and name != DEMO:
-                names.add((node["type"], name))
-    return names
-
-
 def place_referenced_files(base: Path, workflows: list[Path]) -> None:
     """Put what the workflows pick into the host's base folder, so the frontend finds every name in its lists
     and /prompt validation accepts them: a tiny random Multi-scale Next-DiT with the official patch pairs for
@@ -86,11 +73,11 @@ def place_referenced_files(base: Path, workflows: list[Path]) -> None:
     input file (validation opens those)."""
     for path in workflows:
         for node_type, name in referenced_files(json.loads(path.read_text())):
-            if node_type in INPUTS:
+            if node_type in INPUT_NODES:
                 write_input(base / "input" / name)
                 continue
-            folder, markers = LOADERS[node_type]
-            target = base / "models" / folder / name
+            markers = FOLDER_MARKERS[node_type]
+            target = base / "models" / LOADER_FOLDERS[node_type] / name
             single = name.lower().endswith((".safetensors", ".pth", ".pt", ".bin"))
             if node_type == "LuminaVideoModelLoader":
                 write_transformer(target if single else target / markers[0])

@@ -174,3 +174,21 @@ def to_api(workflow: dict, object_info: dict) -> dict:
                     inputs[slot["name"]] = [str(origin), origin_slot]
         prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
     return prompt
+
+
+# --------------------------------------------------------------------------- files a workflow picks
+LOADER_FOLDERS = {"LuminaVideoModelLoader": "diffusion_models", "LuminaVideoTextEncoderLoader": "text_encoders",
+                  "LuminaVideoVAELoader": "vae"}
+INPUT_NODES = ("LoadVideo", "LoadImage")  # nodes that pick a file from the input folder
+
+
+def referenced_files(workflow: dict) -> set[tuple[str, str]]:
+    """(node type, file name) pairs a UI-format workflow's loaders and Load Video / Load Image nodes pick; the
+    built-in demo entry is left out."""
+    names = set()
+    for node in workflow.get("nodes", []):
+        if node.get("type") in LOADER_FOLDERS or node.get("type") in INPUT_NODES:
+            name = (node.get("widgets_values") or [None])[0]  # the first widget names the file
+            if isinstance(name, str) and name != DEMO:
+                names.add((node["type"], name))
+    return names

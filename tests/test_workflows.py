@@ -24,10 +24,12 @@ import torch
 from comfy_host import (
     DEMO,
     HOST_MISSING,
+    LOADER_FOLDERS,
     ROOT,
     UI_ONLY,
     assert_success,
     messages,
+    referenced_files,
     running_server,
     to_api,
     widget_inputs,
@@ -53,8 +55,6 @@ EXPECTED = {
 NODE_FIELDS = ("id", "type", "pos", "size", "flags", "order", "mode", "inputs", "outputs", "properties",
                "widgets_values")
 TITLE_HEIGHT = 30  # the title bar is drawn above a node's pos
-LOADERS = {"LuminaVideoModelLoader": "diffusion_models", "LuminaVideoTextEncoderLoader": "text_encoders",
-           "LuminaVideoVAELoader": "vae"}
 GEMMA_HIDDEN = 32
 
 needs_host = pytest.mark.skipif(HOST_MISSING is not None, reason=HOST_MISSING or "")
@@ -108,7 +108,7 @@ def test_note_says_which_files_go_where(path):
     workflow = load(path)
     notes = " ".join(node["widgets_values"][0] for node in nodes_of(workflow, "Note"))
     assert "WHAT TO CHANGE" in notes
-    loader_values = [node["widgets_values"][0] for node in workflow["nodes"] if node["type"] in LOADERS]
+    loader_values = [node["widgets_values"][0] for node in workflow["nodes"] if node["type"] in LOADER_FOLDERS]
     assert len(loader_values) == 3
     if set(loader_values) == {DEMO}:
         assert "no model files" in notes
@@ -138,15 +138,12 @@ def test_video_size_fits_every_schedule_it_uses(path):
 
 
 # --------------------------------------------------------------------------- host: tiny stand-in files
-def referenced_files() -> dict[str, set[str]]:
+def files_by_folder() -> dict[str, set[str]]:
     """{models subfolder or "input": names} that the loaders and Load Video nodes of all workflows pick."""
-    files = {folder: set() for folder in (*LOADERS.values(), "input")}
+    files = {folder: set() for folder in (*LOADER_FOLDERS.values(), "input")}
     for path in WORKFLOWS:
-        for node in load(path)["nodes"]:
-            if node["type"] in LOADERS and node["widgets_values"][0] != DEMO:
-                files[LOADERS[node["type"]]].add(node["widgets_values"][0])
-            if node["type"] == "LoadVideo":
-                files["input"].add(node["widgets_values"][0])
+        for node_type, name in referenced_files(load(path)):
+            files[LOADER_FOLDERS.get(node_type, "input")].add(name)
     return files
 
 
@@ -159,7 +156,7 @@ def write_tiny_files(base: Path) -> None:
     from lumina_core.demo import build_tokenizer
     from lumina_core.video_io import write_mp4
 
-    files, models = referenced_files(), base / "models"
+    files, models = files_by_folder(), base / "models"
     torch.manual_seed(0)
     # the tiny parity config keeps the official patch pairs (2,1), (2,2), (4,2); 16 latent channels, Gemma width
     dit = NextDiT(replace(PRESETS["tiny"], in_channels=16, cap_feat_dim=GEMMA_HIDDEN)).eval()
@@ -332,5 +329,5 @@ def test_loaders_are_cached_across_the_workflows(runs):
     entry = runs["lumina_video_t2v_single_scale_reference.json"]  # runs after the 960p one (sorted names)
     cached = set(messages(entry)["execution_cached"]["nodes"])
     workflow = load(WORKFLOW_DIR / "lumina_video_t2v_single_scale_reference.json")
-    loader_ids = {str(node["id"]) for node in workflow["nodes"] if node["type"] in LOADERS}
+    loader_ids = {str(node["id"]) for node in workflow["nodes"] if node["type"] in LOADER_FOLDERS}
     assert loader_ids <= cached, cached
