@@ -14,8 +14,10 @@ Reading order: embedders -> attention -> block -> final layer -> model.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, fields
-from typing import Optional, Sequence
+from functools import partial
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +27,7 @@ from torch import nn
 from .rope import apply_rope, axis_dims, rope_frequencies
 
 ATTENTION_BACKENDS = ("sdpa", "reference")
+ROPE_CACHE_SIZE = 8  # token grids whose RoPE tables are kept (one per patch pair and video size in use)
 OFFICIAL_NAMES = {"all_patch_size": "patch_sizes", "all_f_patch_size": "f_patch_sizes"}
 
 
@@ -117,13 +120,13 @@ PRESETS = {
 class TimestepEmbedder(nn.Module):
     """Sinusoidal features of a scalar (256 channels, [cos, sin], max period 10000) -> MLP."""
 
-    def __init__(self, hidden_size: int, frequency_embedding_size: int = 256):
+    def __init__(self, hidden_size: int, frequency_embedding_size: int = 256, ops=nn, **factory):
         super().__init__()
         self.frequency_embedding_size = frequency_embedding_size
         self.mlp = nn.Sequential(
-            nn.Linear(frequency_embedding_size, hidden_size),
+            ops.Linear(frequency_embedding_size, hidden_size, **factory),
             nn.SiLU(),
-            nn.Linear(hidden_size, hidden_size),
+            ops.Linear(hidden_size, hidden_size, **factory),
         )
 
     @staticmethod
@@ -136,9 +139,15 @@ class TimestepEmbedder(nn.Module):
             embedding = F.pad(embedding, (0, 1))
         return embedding
 
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        features = self.sinusoidal(t, self.frequency_embedding_size)
-        return self.mlp(features.to(self.mlp[0].weight.dtype))
+    def forward(self, t: torch.Tensor, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        """Embedding of t computed in ``dtype`` (the model's compute dtype; default: the weights')."""
+        dtype = self.mlp[0].weight.dtype if dtype is None else dtype
+        return self.mlp(self.sinusoidal(t, self.frequency_embedding_size).to(dtype))
+
+
+AttentionFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
+"""``fn(q, k, v, key_mask) -> out``: the contract of :func:`attention` with its backend fixed. A host
+(ComfyUI) injects its own through :meth:`NextDiT.set_attention_function`."""
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: Optional[torch.Tensor],
@@ -146,7 +155,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: Optio
     """Scaled dot-product attention with grouped KV heads.
 
     q [B, Hq, Lq, hd], k/v [B, Hkv, Lk, hd]; query head h reads KV head h // (Hq / Hkv);
-    key_mask [B, Lk] bool (True = attend) or None. Scale 1/sqrt(hd).
+    key_mask [B, Lk] bool (True = attend) or None. Scale 1/sqrt(hd). Returns [B, Hq, Lq, hd].
     """
     mask = None if key_mask is None else key_mask[:, None, None, :]
     if backend == "sdpa":
@@ -171,22 +180,23 @@ class Attention(nn.Module):
     head by tanh(gate) before being added to the self-attention output.
     """
 
-    def __init__(self, config: NextDiTConfig):
+    def __init__(self, config: NextDiTConfig, ops=nn, **factory):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.kv_heads, config.head_dim
         q_width, kv_width = config.n_heads * config.head_dim, config.kv_heads * config.head_dim
-        self.wq = nn.Linear(config.dim, q_width, bias=False)
-        self.wk = nn.Linear(config.dim, kv_width, bias=False)
-        self.wv = nn.Linear(config.dim, kv_width, bias=False)
-        self.wk_y = nn.Linear(config.cap_feat_dim, kv_width, bias=False)
-        self.wv_y = nn.Linear(config.cap_feat_dim, kv_width, bias=False)
-        self.gate = nn.Parameter(torch.zeros(config.n_heads))
-        self.wo = nn.Linear(q_width, config.dim, bias=False)
+        self.wq = ops.Linear(config.dim, q_width, bias=False, **factory)
+        self.wk = ops.Linear(config.dim, kv_width, bias=False, **factory)
+        self.wv = ops.Linear(config.dim, kv_width, bias=False, **factory)
+        self.wk_y = ops.Linear(config.cap_feat_dim, kv_width, bias=False, **factory)
+        self.wv_y = ops.Linear(config.cap_feat_dim, kv_width, bias=False, **factory)
+        self.gate = nn.Parameter(torch.zeros(config.n_heads, **factory))
+        self.wo = ops.Linear(q_width, config.dim, bias=False, **factory)
         if config.qk_norm:
-            self.q_norm, self.k_norm, self.ky_norm = nn.LayerNorm(q_width), nn.LayerNorm(kv_width), nn.LayerNorm(kv_width)
+            self.q_norm, self.k_norm, self.ky_norm = (ops.LayerNorm(width, **factory)
+                                                      for width in (q_width, kv_width, kv_width))
         else:
             self.q_norm = self.k_norm = self.ky_norm = nn.Identity()
-        self.backend = "sdpa"
+        self.attend: AttentionFunction = attention
 
     def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
         return rearrange(x, "b l (h d) -> b l h d", h=n, d=self.head_dim)
@@ -197,23 +207,26 @@ class Attention(nn.Module):
         k = apply_rope(self._heads(self.k_norm(self.wk(x)), self.n_kv_heads), freqs)
         v = self._heads(self.wv(x), self.n_kv_heads)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-        out = attention(q, k, v, x_mask, self.backend)
+        out = self.attend(q, k, v, x_mask)
 
         yk = self._heads(self.ky_norm(self.wk_y(y)), self.n_kv_heads).transpose(1, 2)
         yv = self._heads(self.wv_y(y), self.n_kv_heads).transpose(1, 2)
-        out_y = attention(q, yk, yv, y_mask, self.backend)
-        out = out + out_y * self.gate.tanh().view(1, -1, 1, 1).to(out_y.dtype)
+        out_y = self.attend(q, yk, yv, y_mask)
+        # The gate is a bare parameter, which a host that streams or quantises layers (ComfyUI) may keep
+        # on another device or in a storage dtype: bring it to the activations before use.
+        gate = self.gate.to(device=out_y.device, dtype=out_y.dtype).tanh()
+        out = out + out_y * gate.view(1, -1, 1, 1)
         return self.wo(rearrange(out, "b h l d -> b l (h d)"))
 
 
 class FeedForward(nn.Module):
     """SwiGLU: w2(silu(w1 x) * w3 x)."""
 
-    def __init__(self, dim: int, hidden_dim: int):
+    def __init__(self, dim: int, hidden_dim: int, ops=nn, **factory):
         super().__init__()
-        self.w1 = nn.Linear(dim, hidden_dim, bias=False)
-        self.w2 = nn.Linear(hidden_dim, dim, bias=False)
-        self.w3 = nn.Linear(dim, hidden_dim, bias=False)
+        self.w1 = ops.Linear(dim, hidden_dim, bias=False, **factory)
+        self.w2 = ops.Linear(hidden_dim, dim, bias=False, **factory)
+        self.w3 = ops.Linear(dim, hidden_dim, bias=False, **factory)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
@@ -223,16 +236,16 @@ class TransformerBlock(nn.Module):
     """Sandwich-normed block with adaLN scale and tanh gates (no shift):
     x += tanh(gate) * norm2(sublayer(norm1(x) * (1 + scale)))."""
 
-    def __init__(self, config: NextDiTConfig):
+    def __init__(self, config: NextDiTConfig, ops=nn, **factory):
         super().__init__()
-        self.attention = Attention(config)
-        self.feed_forward = FeedForward(config.dim, config.swiglu_hidden_dim)
-        self.attention_norm1 = nn.RMSNorm(config.dim, eps=config.norm_eps)
-        self.attention_norm2 = nn.RMSNorm(config.dim, eps=config.norm_eps)
-        self.ffn_norm1 = nn.RMSNorm(config.dim, eps=config.norm_eps)
-        self.ffn_norm2 = nn.RMSNorm(config.dim, eps=config.norm_eps)
-        self.attention_y_norm = nn.RMSNorm(config.cap_feat_dim, eps=config.norm_eps)
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(config.adaln_dim, 4 * config.dim))
+        self.attention = Attention(config, ops, **factory)
+        self.feed_forward = FeedForward(config.dim, config.swiglu_hidden_dim, ops, **factory)
+        self.attention_norm1 = ops.RMSNorm(config.dim, eps=config.norm_eps, **factory)
+        self.attention_norm2 = ops.RMSNorm(config.dim, eps=config.norm_eps, **factory)
+        self.ffn_norm1 = ops.RMSNorm(config.dim, eps=config.norm_eps, **factory)
+        self.ffn_norm2 = ops.RMSNorm(config.dim, eps=config.norm_eps, **factory)
+        self.attention_y_norm = ops.RMSNorm(config.cap_feat_dim, eps=config.norm_eps, **factory)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), ops.Linear(config.adaln_dim, 4 * config.dim, **factory))
 
     def forward(self, x, freqs, x_mask, y, y_mask, c):
         scale_msa, gate_msa, scale_mlp, gate_mlp = self.adaLN_modulation(c)[:, None].chunk(4, dim=-1)
@@ -246,11 +259,11 @@ class TransformerBlock(nn.Module):
 class FinalLayer(nn.Module):
     """LayerNorm without affine (eps 1e-6) scaled by 1 + adaLN(c), then a linear to patch values."""
 
-    def __init__(self, config: NextDiTConfig, patch_size: int, f_patch_size: int):
+    def __init__(self, config: NextDiTConfig, patch_size: int, f_patch_size: int, ops=nn, **factory):
         super().__init__()
-        self.norm_final = nn.LayerNorm(config.dim, elementwise_affine=False, eps=1e-6)
-        self.linear = nn.Linear(config.dim, f_patch_size * patch_size * patch_size * config.in_channels)
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(config.adaln_dim, config.dim))
+        self.norm_final = ops.LayerNorm(config.dim, elementwise_affine=False, eps=1e-6, **factory)
+        self.linear = ops.Linear(config.dim, f_patch_size * patch_size * patch_size * config.in_channels, **factory)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), ops.Linear(config.adaln_dim, config.dim, **factory))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return self.linear(self.norm_final(x) * (1 + self.adaLN_modulation(c)[:, None]))
@@ -286,28 +299,37 @@ class NextDiT(nn.Module):
     x [B,C,F,H,W] or a list of [C,F,H,W] of different sizes (list in -> list out); t [B] in [0, 1]
     (0 = noise, 1 = data); cap_feats [B,L,D]; cap_mask [B,L] (1 = token); motion_score [B]
     (< 0 = no motion condition).
+
+    ``operations`` is the namespace its Linear / LayerNorm / RMSNorm layers are built from (default
+    ``torch.nn``), so a host can substitute layers that cast, quantise or stream weights (ComfyUI's
+    ``comfy.ops``); ``device``/``dtype`` place the parameters at construction. ``init_weights=False``
+    leaves them uninitialised, for a model whose weights are loaded next.
     """
 
-    def __init__(self, config: NextDiTConfig):
+    def __init__(self, config: NextDiTConfig, operations=None, device=None, dtype=None, init_weights: bool = True):
         super().__init__()
         self.config = config
+        ops = nn if operations is None else operations
+        factory = {"device": device, "dtype": dtype}
         self.all_x_embedder = nn.ModuleDict({
-            patch_key(p, f): nn.Linear(f * p * p * config.in_channels, config.dim) for p, f in config.patch_pairs})
+            patch_key(p, f): ops.Linear(f * p * p * config.in_channels, config.dim, **factory)
+            for p, f in config.patch_pairs})
         self.all_final_layer = nn.ModuleDict({
-            patch_key(p, f): FinalLayer(config, p, f) for p, f in config.patch_pairs})
-        self.t_embedder = TimestepEmbedder(config.adaln_dim)
-        self.motion_embedder = TimestepEmbedder(config.adaln_dim)
-        self.cap_embedder = nn.Sequential(nn.LayerNorm(config.cap_feat_dim, eps=1e-5),
-                                          nn.Linear(config.cap_feat_dim, config.adaln_dim))
-        self.layers = nn.ModuleList(TransformerBlock(config) for _ in range(config.n_layers))
+            patch_key(p, f): FinalLayer(config, p, f, ops, **factory) for p, f in config.patch_pairs})
+        self.t_embedder = TimestepEmbedder(config.adaln_dim, ops=ops, **factory)
+        self.motion_embedder = TimestepEmbedder(config.adaln_dim, ops=ops, **factory)
+        self.cap_embedder = nn.Sequential(ops.LayerNorm(config.cap_feat_dim, eps=1e-5, **factory),
+                                          ops.Linear(config.cap_feat_dim, config.adaln_dim, **factory))
+        self.layers = nn.ModuleList(TransformerBlock(config, ops, **factory) for _ in range(config.n_layers))
         # Kept for checkpoint compatibility; the official forward pass never reads it.
-        self.pad_token = nn.Parameter(torch.empty(config.dim))
-        self._rope_cache: dict[tuple, torch.Tensor] = {}
-        self.initialize_weights()
+        self.pad_token = nn.Parameter(torch.empty(config.dim, **factory))
+        self._rope_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        if init_weights:
+            self.initialize_weights()
 
     def initialize_weights(self):
         """Initialisation of the official model (zero adaLN, output and caption projections)."""
-        for name, module in self.named_modules():
+        for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
                 if module.bias is not None:
@@ -329,8 +351,18 @@ class NextDiT(nn.Module):
         """"sdpa" (torch scaled_dot_product_attention) or "reference" (explicit float32 softmax)."""
         if backend not in ATTENTION_BACKENDS:
             raise ValueError(f"attention backend {backend!r} is unknown; use one of {ATTENTION_BACKENDS}")
+        self.set_attention_function(partial(attention, backend=backend))
+
+    def set_attention_function(self, function: AttentionFunction) -> None:
+        """Route every attention call (self and caption) through ``function(q, k, v, key_mask)``."""
         for layer in self.layers:
-            layer.attention.backend = backend
+            layer.attention.attend = function
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype activations are computed in: the weights' (a host that stores weights in another
+        dtype, e.g. fp8, overrides this)."""
+        return self.all_x_embedder[patch_key(*self.config.patch_pairs[0])].weight.dtype
 
     def has_patch(self, patch_size: int, f_patch_size: int) -> bool:
         return patch_key(patch_size, f_patch_size) in self.all_x_embedder
@@ -343,13 +375,20 @@ class NextDiT(nn.Module):
 
     # -- patches -----------------------------------------------------------------------------
     def _rope(self, grid: tuple[int, int, int], device) -> torch.Tensor:
-        key = (grid, str(device))
-        if key not in self._rope_cache:
+        """RoPE table of a token grid on ``device``, from a small LRU cache (ROPE_CACHE_SIZE grids)."""
+        key = (grid, torch.device(device))
+        if key in self._rope_cache:
+            self._rope_cache.move_to_end(key)
+        else:
             self._rope_cache[key] = rope_frequencies(self.config.head_dim, self.config.rope_theta, *grid).to(device)
+            while len(self._rope_cache) > ROPE_CACHE_SIZE:
+                self._rope_cache.popitem(last=False)
         return self._rope_cache[key]
 
-    def check_latent_size(self, size: Sequence[int], patch_size: int, f_patch_size: int) -> None:
-        check_latent_size(size, patch_size, f_patch_size)
+    def _apply(self, fn, recurse=True):
+        # .to() / .cuda() / offloading: cached RoPE tables must not stay on a device the model left.
+        self._rope_cache.clear()
+        return super()._apply(fn, recurse)
 
     def _patchify(self, item: torch.Tensor, patch_size: int, f_patch_size: int) -> torch.Tensor:
         frames = item.shape[1]
@@ -370,10 +409,11 @@ class NextDiT(nn.Module):
     def condition(self, t: torch.Tensor, cap_feats: torch.Tensor, cap_mask: torch.Tensor,
                   motion_score: torch.Tensor) -> torch.Tensor:
         """adaLN input c = t_emb(t*t_scale) + motion_emb(motion*motion_scale) + cap_embedder(mean caption)."""
-        t_emb = self.t_embedder(t.float() * self.config.t_scale)
+        dtype = self.compute_dtype
+        t_emb = self.t_embedder(t.float() * self.config.t_scale, dtype)
         motion = motion_score.float().to(t_emb.device) * self.config.motion_scale
         no_motion = motion < 0
-        motion_emb = self.motion_embedder(motion.masked_fill(no_motion, 0.0))
+        motion_emb = self.motion_embedder(motion.masked_fill(no_motion, 0.0), dtype)
         motion_emb = motion_emb.masked_fill(no_motion[:, None], 0.0)
         weights = cap_mask.to(cap_feats.dtype).unsqueeze(-1)
         pooled = (cap_feats * weights).sum(dim=1) / weights.sum(dim=1)
@@ -406,9 +446,9 @@ class NextDiT(nn.Module):
         for item, size in zip(items, sizes):
             if item.dim() != 4 or item.shape[0] != self.config.in_channels:
                 raise ValueError(f"latent item shape {tuple(item.shape)}; expected [{self.config.in_channels}, F, H, W]")
-            self.check_latent_size(size, patch_size, f_patch_size)
+            check_latent_size(size, patch_size, f_patch_size)
 
-        dtype = self.all_x_embedder[patch_key(patch_size, f_patch_size)].weight.dtype
+        dtype = self.compute_dtype
         device = items[0].device
         tokens = [self._patchify(item.to(dtype), patch_size, f_patch_size) for item in items]
         grids = [(compute_frames(f, f_patch_size) // f_patch_size, h // patch_size, w // patch_size)

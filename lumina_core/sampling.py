@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from .model import check_latent_size
 from .schedule import (
     Stage,
+    check_contiguous,
     normalize_time_aware,
     patch_schedule_from_stages,
     stages_from_patch_schedule,
@@ -67,12 +68,7 @@ class SampleConfig:
 
     def __post_init__(self):
         stages = tuple(self.stages)
-        if not stages:
-            raise ValueError("the schedule has no stage; give at least one patch stage")
-        for before, after in zip(stages, stages[1:]):
-            if abs(before.t_end - after.t_start) > 1e-9:
-                raise ValueError(f"stage {after.patch} starts at t = {after.t_start} but the stage before it ends at "
-                                 f"t = {before.t_end}; stages must follow each other without gap or overlap")
+        check_contiguous(stages, whole=False)
         time_grid(self.steps, self.shift)  # validates steps and shift
         object.__setattr__(self, "stages", stages)
         object.__setattr__(self, "steps", int(self.steps))
@@ -121,9 +117,6 @@ class SampleConfig:
         values = {name: _switch_at(getattr(self, name), stage.t_start, new)
                   for name, new in (("cfg", cfg), ("motion", motion), ("neg_motion", neg_motion), ("renorm", renorm))}
         return replace(self, stages=(*self.stages, stage), **values)
-
-    def covers_all(self) -> bool:
-        return self.stages[0].t_start == 0.0 and self.stages[-1].t_end == 1.0
 
     def grid(self) -> torch.Tensor:
         return time_grid(self.steps, self.shift)
@@ -190,7 +183,7 @@ def guided_velocity(model, x: torch.Tensor, t: float, stage: Stage, cond: Captio
                     cfg: float, motion: float, neg_motion: float, renorm: float) -> torch.Tensor:
     """One guided velocity evaluation (``forward_with_multi_cfg``); float32, shaped like x."""
     batch = x.shape[0]
-    dtype = next(model.parameters()).dtype
+    dtype = model.compute_dtype
     use_negative = cfg > 0.0
     if use_negative:
         feats, mask = _pad_captions(cond, uncond)

@@ -136,15 +136,15 @@ def patch_schedule_from_stages(stages: Sequence[Stage]) -> Scalar | tuple:
     return (stages[0].patch, *((s.t_start, s.patch) for s in stages[1:]))
 
 
-def check_contiguous(stages: Sequence[Stage]) -> None:
-    """Stages must tile [0, 1] in order with no gap or overlap."""
+def check_contiguous(stages: Sequence[Stage], whole: bool = True) -> None:
+    """Stages must follow each other in order without gap or overlap; ``whole``: and tile [0, 1]."""
     if not stages:
         raise ValueError("the schedule has no stage; give at least one patch stage")
-    expected = 0.0
+    expected = 0.0 if whole else stages[0].t_start
     for stage in stages:
         if abs(stage.t_start - expected) > 1e-9:
-            raise ValueError(f"stage {stage.patch} starts at t = {stage.t_start} but the previous stage ends at "
-                             f"t = {expected}; stages must cover [0, 1] without gaps or overlaps")
+            raise ValueError(f"stage {stage.patch} starts at t = {stage.t_start} but the stage before it ends at "
+                             f"t = {expected}; stages must follow each other without gap or overlap")
         expected = stage.t_end
-    if abs(expected - 1.0) > 1e-9:
-        raise ValueError(f"the last stage ends at t = {expected}; it must end at t = 1")
+    if whole and abs(expected - 1.0) > 1e-9:
+        raise ValueError(f"the last stage ends at t = {expected}; it must end at t = 1 (the finished video)")

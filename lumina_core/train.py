@@ -183,7 +183,6 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def command_vae(args) -> None:
-    torch.set_num_threads(args.threads)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     state_path, log_path = out / "state.pt", out / "log.txt"
@@ -391,7 +390,6 @@ def command_dit(args) -> None:
     from .checkpoint import save_model
     from .vae import load_vae
 
-    torch.set_num_threads(args.threads)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     state_path, log_path, cache_path = out / "state.pt", out / "log.txt", out / "cache.pt"
@@ -499,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     vae.add_argument("--lr", type=float, default=2e-3)
     vae.add_argument("--kl", type=float, default=1e-4, help="weight of the per-element KL term")
     vae.add_argument("--seed", type=int, default=0)
-    vae.add_argument("--threads", type=int, default=2)
+    vae.add_argument("--threads", type=int, help="torch CPU threads for this run (default: torch's own choice)")
     vae.add_argument("--save-minutes", type=float, default=3.0)
     vae.add_argument("--resume", action="store_true")
 
@@ -515,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     dit.add_argument("--warmup", type=int, default=100)
     dit.add_argument("--ema", type=float, default=0.998)
     dit.add_argument("--seed", type=int, default=0)
-    dit.add_argument("--threads", type=int, default=2)
+    dit.add_argument("--threads", type=int, help="torch CPU threads for this run (default: torch's own choice)")
     dit.add_argument("--save-minutes", type=float, default=3.0)
     dit.add_argument("--resume", action="store_true")
 
@@ -531,7 +529,14 @@ COMMANDS = {"data": command_data, "vae": command_vae, "dit": command_dit, "expor
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    COMMANDS[args.command](args)
+    threads = getattr(args, "threads", None)
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        COMMANDS[args.command](args)
+    finally:
+        torch.set_num_threads(previous)  # a caller in the same process (tests, a notebook) keeps its setting
     return 0
 
 

@@ -16,11 +16,24 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
+
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 HOST_MISSING = None if COMFYUI_PATH and Path(COMFYUI_PATH, "main.py").is_file() else (
     "no ComfyUI host: COMFYUI_PATH is unset or has no main.py (set it to a ComfyUI source tree, e.g. "
     "../shared/comfyui)")
-"""Why host tests must skip, or None when a host is there."""
+"""Why host tests cannot run, or None when a host is there."""
+IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false")
+
+
+def require_host() -> None:
+    """Stop a test (or, at import, a whole test module) that needs the host when there is none: a skip on a
+    developer's machine, a failure in CI, where every node and frontend test must run."""
+    if HOST_MISSING is None:
+        return
+    if IN_CI:
+        pytest.fail(f"CI is set but there is {HOST_MISSING}", pytrace=False)
+    pytest.skip(HOST_MISSING, allow_module_level=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 LINK_NAME = "comfyui-lumina-video"

@@ -17,7 +17,7 @@ def test_generate_writes_mp4_and_contact_sheet(tmp_path):
     out = tmp_path / "clip.mp4"
     result = subprocess.run([sys.executable, "-m", "lumina_core", "generate", "--prompt", "a red circle moving left",
                              "--motion", "6", "--seed", "0", "--out", str(out), "--steps", "4"],
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert ("untrained random weights" in result.stderr) != demo.DEMO_IS_TRAINED  # says so while untrained
     with av.open(str(out)) as container:

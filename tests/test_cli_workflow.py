@@ -9,10 +9,10 @@ import sys
 import av
 import numpy as np
 import pytest
-from comfy_host import HOST_MISSING, assert_success, running_server, to_api
+from comfy_host import ROOT, assert_success, require_host, running_server, to_api
 from PIL import Image
 
-pytestmark = pytest.mark.skipif(HOST_MISSING is not None, reason=HOST_MISSING or "")
+require_host()
 
 FRAMES, SIZE, GAP, COLUMNS = 16, 64, 2, 4  # the demo's clip and write_contact_sheet's layout
 
@@ -22,7 +22,7 @@ def cli_video(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "clip.mp4"
     subprocess.run([sys.executable, "-m", "lumina_core", "generate", "--prompt", "a green square moving right",
                     "--negative-prompt", "still", "--motion", "8", "--neg-motion", "1", "--seed", "11",
-                    "--steps", "5", "--out", str(out)], check=True, capture_output=True, timeout=300)
+                    "--steps", "5", "--out", str(out)], check=True, capture_output=True, timeout=300, cwd=ROOT)
     return out
 
 

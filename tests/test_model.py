@@ -145,3 +145,84 @@ def test_config_refuses_inconsistent_heads():
         NextDiTConfig(dim=100, n_heads=6)
     with pytest.raises(ValueError, match="head_dim 8 is not a multiple of 16"):
         NextDiTConfig(dim=96, n_heads=12, n_kv_heads=4)
+
+
+# --- host seams: layers, attention, RoPE cache -----------------------------------------------------
+
+
+class CountingOps:
+    """An ``operations`` namespace like ComfyUI's comfy.ops: subclasses of the torch layers that record
+    every instance built from them."""
+
+    built: list = []
+
+    class Linear(torch.nn.Linear):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            CountingOps.built.append(self)
+
+    class LayerNorm(torch.nn.LayerNorm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            CountingOps.built.append(self)
+
+    class RMSNorm(torch.nn.RMSNorm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            CountingOps.built.append(self)
+
+
+def test_every_layer_comes_from_the_injected_operations(tiny_model, video):
+    """With operations injected, no Linear/LayerNorm/RMSNorm is a plain torch layer, the state dict keeps the
+    official names (so official checkpoints load strictly) and the output equals the default build's
+    exactly (same layer classes underneath, same weights, same kernels)."""
+    CountingOps.built.clear()
+    model = NextDiT(tiny_model.config, operations=CountingOps, init_weights=False).eval()
+    model.load_state_dict(tiny_model.state_dict(), strict=True)
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.LayerNorm, torch.nn.RMSNorm))]
+    assert layers and all(any(m is b for b in CountingOps.built) for m in layers)
+    feats, mask = caption(2, 8, 48, [8, 3])
+    args = (video, torch.tensor([0.2, 0.7]), feats, mask, torch.tensor([1.0, 3.0]))
+    assert torch.equal(run(model, *args), run(tiny_model, *args))
+
+
+def test_device_and_dtype_place_parameters_at_construction():
+    model = NextDiT(PRESETS["tiny"], device="meta", dtype=torch.bfloat16, init_weights=False)
+    assert {(p.device.type, p.dtype) for p in model.parameters()} == {("meta", torch.bfloat16)}
+
+
+def test_injected_attention_function_sees_every_call_and_decides_the_output(tiny_model, video):
+    """Self- and caption attention both go through the injected function (2 calls per layer), and what it
+    returns is what the model uses."""
+    feats, mask = caption(2, 8, 48, [8, 3])
+    args = (video, torch.tensor([0.2, 0.7]), feats, mask, torch.tensor([1.0, 3.0]))
+    calls = []
+
+    def recording(q, k, v, key_mask):
+        calls.append((q.shape, k.shape, None if key_mask is None else key_mask.shape))
+        from lumina_core.model import attention
+        return attention(q, k, v, key_mask, "reference")
+
+    model = NextDiT(tiny_model.config).eval()
+    model.load_state_dict(tiny_model.state_dict())
+    model.set_attention_function(recording)
+    recorded = run(model, *args)
+    assert len(calls) == 2 * tiny_model.config.n_layers
+    model.set_attention_backend("reference")
+    assert torch.equal(recorded, run(model, *args))  # the same function through the backend switch
+    model.set_attention_function(lambda q, k, v, key_mask: torch.zeros_like(q))
+    assert not torch.allclose(run(model, *args), recorded)
+
+
+def test_rope_cache_is_bounded_and_never_outlives_a_move(tiny_model):
+    from lumina_core.model import ROPE_CACHE_SIZE
+    model = NextDiT(tiny_model.config)
+    for frames in range(1, 3 * ROPE_CACHE_SIZE):
+        model._rope((frames, 2, 2), "cpu")
+    assert len(model._rope_cache) == ROPE_CACHE_SIZE
+    model._rope((1, 2, 2), torch.device("meta"))  # a table built for another device
+    assert any(t.device.type == "meta" for t in model._rope_cache.values())
+    model.to(torch.float64)  # any move or cast (ComfyUI offloads with .to)
+    assert not model._rope_cache
+    table = model._rope((1, 2, 2), "cpu")
+    assert table.device.type == "cpu" and len(model._rope_cache) == 1

@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
-if not COMFYUI_PATH or not Path(COMFYUI_PATH, "comfy", "model_management.py").is_file():
-    pytest.skip("COMFYUI_PATH is unset or holds no ComfyUI source (comfy/model_management.py); set it to run the "
-                "node tests", allow_module_level=True)
+from comfy_host import COMFYUI_PATH, require_host
+
+require_host()
 
 sys.path.insert(0, COMFYUI_PATH)  # before the repo root: ComfyUI's top-level `nodes` must win over our `nodes/`
 import comfy.options

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lumina_core.sampling import OFFICIAL_PRESETS, SampleConfig, guided_velocity, sample
-from lumina_core.schedule import Stage
+from lumina_core.schedule import Stage, value_at
 from conftest import caption
 
 
@@ -177,13 +177,26 @@ def test_stages_with_a_gap_are_refused():
 
 
 def test_stage_chain_builds_the_official_schedule():
-    """Appending stages with per-stage guidance reproduces f24F96R960's time-aware values."""
+    """Appending stages with per-stage guidance reproduces f24F96R960's time-aware values: split where the
+    patch, cfg (t = 0.2) or negative motion (t = 0.05) switch, every model call gets the official patch pair,
+    cfg, motion, negative motion and renorm."""
+    official = SampleConfig.from_official({  # the official multi-scale f24F96R960 config
+        "P": ["2x4", [0.03, "2x2"], [0.125, "1x2"]], "step": 70, "ts": 24, "renorm": 2,
+        "cfg": [20, [0.2, 0]], "motion": 6.0, "negMotion": [2.0, [0.05, 6.0]]})
     first = SampleConfig(stages=(Stage(4, 2, 0.0, 0.03),), steps=70, shift=24.0, cfg=20, motion=6.0,
                          neg_motion=2.0, renorm=2)
-    config = (first.with_stage(Stage(2, 2, 0.03, 0.125), cfg=20, motion=6.0, neg_motion=2.0, renorm=2)
-                   .with_stage(Stage(2, 1, 0.125, 1.0), cfg=20, motion=6.0, neg_motion=2.0, renorm=2))
-    official = SampleConfig.preset("f24F96R960")
-    assert config.stages == official.stages and config.cfg == 20 and config.renorm == 2
+    config = (first.with_stage(Stage(2, 2, 0.03, 0.05), cfg=20, motion=6.0, neg_motion=2.0, renorm=2)
+                   .with_stage(Stage(2, 2, 0.05, 0.125), cfg=20, motion=6.0, neg_motion=6.0, renorm=2)
+                   .with_stage(Stage(2, 1, 0.125, 0.2), cfg=20, motion=6.0, neg_motion=6.0, renorm=2)
+                   .with_stage(Stage(2, 1, 0.2, 1.0), cfg=0, motion=6.0, neg_motion=6.0, renorm=2))
+
+    def per_call(schedule):
+        return [(step, t, stage.patch, *(value_at(getattr(schedule, name), t)
+                                        for name in ("cfg", "motion", "neg_motion", "renorm")))
+                for step, t, _, stage in schedule.plan()]
+
+    assert len(official.plan()) == 69
+    assert per_call(config) == per_call(official)
     switched = first.with_stage(Stage(2, 1, 0.03, 1.0), cfg=0, motion=6.0, neg_motion=6.0, renorm=2)
     assert switched.cfg == (20, (0.03, 0)) and switched.neg_motion == (2.0, (0.03, 6.0))
     assert switched.motion == 6.0
