@@ -5,6 +5,9 @@
 // the time grid (left = noise, right = finished video), with the t where it starts underneath.
 // The numbers come from the pack's server routes (/lumina_video/plan, /model_patches, /latent_size),
 // which run lumina_core's own code, so the page shows exactly what the sampler will do or refuse.
+// They are asked when a node is created or loaded and when a widget or link changes, never while
+// drawing; drawing paints the last answer. A request that got no answer (no server, an HTTP error) is
+// asked again on the next change, or when the page reconnects to a restarted server.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
@@ -19,6 +22,7 @@ const TIMELINE_NODES = new Set([
 const SCHEDULE_SOURCES = new Set(["LuminaVideoSchedulePreset", "LuminaVideoScheduleJSON", "LuminaVideoScheduleStage"]);
 const PATCH_COLOURS = { "2x4": "#3b6fb6", "1x4": "#4f86c6", "2x2": "#3f9e6e", "1x2": "#c98a2b", "1x1": "#b8503a" };
 const HEIGHT = 58;
+const UNREACHABLE_COLOUR = "#d0a040";
 
 function widgetValue(node, name) {
   const widget = node.widgets?.find((w) => w.name === name);
@@ -75,47 +79,123 @@ function modelName(node) {
   return loader && (loader.comfyClass ?? loader.type) === "LuminaVideoModelLoader" ? widgetValue(loader, "model_name") : null;
 }
 
+// The server's JSON answer; throws when there is none (no server, or an HTTP error status).
 async function postJson(route, body) {
   const response = await api.fetchApi(route, { method: "POST", body: JSON.stringify(body) });
+  if (!response.ok) {
+    const answer = await response.json().catch(() => ({}));
+    throw new Error(`HTTP ${response.status}${answer.error ? `: ${answer.error}` : ""}`);
+  }
   return response.json();
 }
 
-const modelPatches = new Map(); // model_name -> Promise of {patches} or {error}
+function latentSizeRequest(node) {
+  return { width: widgetValue(node, "width"), height: widgetValue(node, "height"), frames: widgetValue(node, "frames") };
+}
+
+// What each node asks the server: a lookup's request is read from the graph (null: nothing to ask).
+const LOOKUPS = {
+  plan: { route: "/lumina_video/plan", request: planRequest },
+  patches: { route: "/lumina_video/model_patches", request: (node) => {
+    const name = modelName(node);
+    return name ? { model_name: name } : null;
+  } },
+  size: { route: "/lumina_video/latent_size", request: latentSizeRequest },
+};
+
+function lookupsOf(node) {
+  const type = node.comfyClass ?? node.type;
+  if (TIMELINE_NODES.has(type)) return ["plan", "patches"];
+  return type === "LuminaVideoEmptyLatentVideo" ? ["size"] : [];
+}
+
+// node.__lumina[kind] is {key, answer, failed, asking, ticket}: the latest request (as JSON), the server's
+// answer to it (the previous one while `asking`), or why none came (`failed`). A failure is not an answer:
+// the next refresh asks again, even for the same request. An answer to an older request is dropped.
+function lookup(node, kind) {
+  return ((node.__lumina ??= {})[kind] ??= { ticket: 0 });
+}
+
+function refreshLookup(node, kind) {
+  const { route, request: requestOf } = LOOKUPS[kind];
+  const request = requestOf(node);
+  const key = JSON.stringify(request);
+  const state = lookup(node, kind);
+  if (key === state.key && !state.failed) return;
+  const ticket = ++state.ticket;
+  state.key = key;
+  state.failed = null;
+  state.asking = Boolean(request);
+  if (!request) {
+    state.answer = null;
+    node.setDirtyCanvas(true, true);
+    return;
+  }
+  postJson(route, request).then(
+    (answer) => {
+      if (ticket !== state.ticket) return;
+      state.answer = answer;
+      state.asking = false;
+      node.setDirtyCanvas(true, true);
+    },
+    (error) => {
+      if (ticket !== state.ticket) return;
+      state.answer = null;
+      state.asking = false;
+      state.failed = error.message ?? String(error);
+      node.setDirtyCanvas(true, true);
+    },
+  );
+}
+
+// Ask for what changed (and again for what failed) on every pack node of a graph: a widget or a link
+// of one node can change what the nodes downstream of it show.
+function refreshGraph(graph) {
+  for (const node of graph?.nodes ?? []) for (const kind of lookupsOf(node)) refreshLookup(node, kind);
+}
+
+// Changes come in bursts (a workflow configures all its nodes, a new node gets its values and links
+// right after it is created): the graph is refreshed once, when the script making them is done.
+const changed = new Set();
+function refreshSoon(node) {
+  if (!changed.size) {
+    queueMicrotask(() => {
+      const graphs = new Set([...changed].map((n) => n.graph));
+      changed.clear();
+      graphs.forEach(refreshGraph);
+    });
+  }
+  changed.add(node);
+}
 
 // Patches of the plan the wired model lacks, as "FxP" strings (empty when unknown or all present).
 function missingPatches(node) {
-  const name = modelName(node);
-  const plan = node.__luminaPlan;
-  if (!name || !plan?.stages) return [];
-  if (!modelPatches.has(name)) {
-    const pending = postJson("/lumina_video/model_patches", { model_name: name }).catch(() => ({ error: "unreachable" }));
-    pending.then((answer) => {
-      modelPatches.set(name, answer);
-      node.setDirtyCanvas?.(true, true);
-    });
-    modelPatches.set(name, pending);
-  }
-  const known = modelPatches.get(name);
-  if (!known?.patches) return [];
+  const plan = lookup(node, "plan").answer;
+  const known = lookup(node, "patches").answer;
+  if (!plan?.stages || !known?.patches) return [];
   return plan.stages.map((stage) => stage.patch).filter((patch) => !known.patches.includes(patch));
+}
+
+// Whether the sampler (or Empty Latent Video) would refuse what the server's answers describe.
+function refused(node) {
+  if (lookupsOf(node).includes("size")) return Boolean(lookup(node, "size").answer?.error);
+  return Boolean(lookup(node, "plan").answer?.error) || missingPatches(node).length > 0;
+}
+
+function unreachable(state) {
+  return `no answer from the Lumina-Video server route (${state.failed}); asking again on the next change`;
 }
 
 // A red frame around a node while it has a problem the sampler would refuse. Drawn, never stored:
 // the node's own colours (saved with the workflow) are left alone.
 function drawProblemFrame(node, ctx) {
-  if (!node.__luminaProblem || node.flags?.collapsed) return;
+  if (node.flags?.collapsed || !refused(node)) return;
   const title = globalThis.LiteGraph?.NODE_TITLE_HEIGHT ?? 30;
   ctx.save();
   ctx.strokeStyle = "#e04040";
   ctx.lineWidth = 3;
   ctx.strokeRect(-3, -title - 3, node.size[0] + 6, node.size[1] + title + 6);
   ctx.restore();
-}
-
-function setProblem(node, problem) {
-  if ((node.__luminaProblem ?? null) === (problem ?? null)) return;
-  node.__luminaProblem = problem ?? null;
-  node.setDirtyCanvas?.(true, true);
 }
 
 // Draws text word-wrapped to a width, at most `lines` lines.
@@ -136,30 +216,12 @@ function fillWrapped(ctx, text, x, y, width, lines, lineHeight = 13) {
   ctx.fillText(line, x, y + row * lineHeight);
 }
 
-async function fetchPlan(node) {
-  const request = planRequest(node);
-  const key = JSON.stringify(request);
-  if (key === node.__luminaPlanKey) return;
-  node.__luminaPlanKey = key;
-  if (!request) {
-    node.__luminaPlan = null;
-    node.setDirtyCanvas?.(true, true);
-    return;
-  }
-  try {
-    const plan = await postJson("/lumina_video/plan", request);
-    if (node.__luminaPlanKey === key) node.__luminaPlan = plan;
-  } catch (error) {
-    node.__luminaPlan = { error: `could not reach the Lumina-Video server route: ${error}` };
-  }
-  node.setDirtyCanvas?.(true, true);
-}
-
 // Stages are laid out by their share of model calls (the shifted grid crowds the early, coarse
 // stages into a sliver of t, yet they are a large share of the steps); their switch times are
 // written under the boundaries.
 function drawTimeline(ctx, node, width, y) {
-  const plan = node.__luminaPlan;
+  const state = lookup(node, "plan");
+  const plan = state.answer;
   const left = 10;
   const right = width - 10;
   const span = right - left;
@@ -171,12 +233,17 @@ function drawTimeline(ctx, node, width, y) {
   ctx.font = "11px sans-serif";
   ctx.textBaseline = "middle";
   const missing = missingPatches(node);
-  setProblem(node, plan?.error ?? (missing.length ? `the model has no ${missing.join(", ")} patches` : null));
-  if (!plan) {
+  if (state.failed) {
+    ctx.fillStyle = UNREACHABLE_COLOUR;
+    fillWrapped(ctx, unreachable(state), left + 6, y + 16, span - 12, 3);
+  } else if (state.key === "null") {
     ctx.fillStyle = "#888";
     ctx.fillText("connect a schedule to see its stages", left + 6, y + HEIGHT / 2);
+  } else if (!plan) {
+    ctx.fillStyle = "#888";
+    ctx.fillText("waiting for the server's plan", left + 6, y + HEIGHT / 2);
   } else if (missing.length) {
-    const have = modelPatches.get(modelName(node)).patches.join(", ");
+    const have = lookup(node, "patches").answer.patches.join(", ");
     ctx.fillStyle = "#e05555";
     fillWrapped(ctx, `the model has no ${missing.join(", ")} patch embedder (it has ${have}): pick a schedule with those`,
       left + 6, y + 16, span - 12, 3);
@@ -211,74 +278,66 @@ function drawTimeline(ctx, node, width, y) {
 
 // Empty Latent Video: the latent grid its widgets give, or the server's error with the nearest valid values.
 function drawLatentSize(ctx, node, width, y) {
-  const request = { width: widgetValue(node, "width"), height: widgetValue(node, "height"), frames: widgetValue(node, "frames") };
-  const key = JSON.stringify(request);
-  if (key !== node.__luminaSizeKey) {
-    node.__luminaSizeKey = key;
-    postJson("/lumina_video/latent_size", request)
-      .then((answer) => {
-        if (node.__luminaSizeKey === key) node.__luminaSize = answer;
-        node.setDirtyCanvas?.(true, true);
-      })
-      .catch((error) => (node.__luminaSize = { error: String(error) }));
-  }
-  const answer = node.__luminaSize;
-  setProblem(node, answer?.error);
+  const state = lookup(node, "size");
+  const answer = state.answer;
   ctx.save();
   ctx.font = "11px sans-serif";
   ctx.textBaseline = "middle";
-  ctx.fillStyle = answer?.error ? "#e05555" : "#aaa";
-  const text = !answer ? "" : answer.error ?? `latent: ${answer.latent[0]} frames x ${answer.latent[1]} x ${answer.latent[2]}`;
+  ctx.fillStyle = state.failed ? UNREACHABLE_COLOUR : answer?.error ? "#e05555" : "#aaa";
+  const text = state.failed ? unreachable(state) : !answer ? ""
+    : answer.error ?? `latent: ${answer.latent[0]} frames x ${answer.latent[1]} x ${answer.latent[2]}`;
   fillWrapped(ctx, text, 12, y + 9, width - 24, 3);
   ctx.restore();
 }
 
+// Runs `extra` after a node type's own `method` (if any), with the same arguments.
+function after(prototype, method, extra) {
+  const original = prototype[method];
+  prototype[method] = function () {
+    const result = original?.apply(this, arguments);
+    extra.apply(this, arguments);
+    return result;
+  };
+}
+
+const DISPLAY_WIDGETS = {
+  LuminaVideoEmptyLatentVideo: { name: "lumina_latent_size", height: 40, draw: drawLatentSize },
+  ...Object.fromEntries([...TIMELINE_NODES].map((type) => [type, { name: "lumina_timeline", height: HEIGHT, draw: drawTimeline }])),
+};
+// Nodes whose widgets or links change what the pack's widgets show (the loader: the sampler's patch pairs).
+const WATCHED = new Set([...Object.keys(DISPLAY_WIDGETS), "LuminaVideoModelLoader"]);
+
 app.registerExtension({
   name: EXTENSION,
+  setup() {
+    api.addEventListener("reconnected", () => refreshGraph(app.graph)); // a restarted server: ask what failed again
+  },
+  afterConfigureGraph() {
+    refreshGraph(app.graph); // a loaded workflow, also after the page has replaced values its lists lack
+  },
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (nodeData.name === "LuminaVideoEmptyLatentVideo" || TIMELINE_NODES.has(nodeData.name)) {
-      const onDrawForeground = nodeType.prototype.onDrawForeground;
-      nodeType.prototype.onDrawForeground = function (ctx) {
-        const result = onDrawForeground?.apply(this, arguments);
-        drawProblemFrame(this, ctx);
-        return result;
-      };
+    if (!WATCHED.has(nodeData.name)) return;
+    // The server is asked when a node is created or loaded and when a widget or link changes; never while drawing.
+    for (const method of ["onNodeCreated", "onConfigure", "onWidgetChanged", "onConnectionsChange"]) {
+      after(nodeType.prototype, method, function () {
+        refreshSoon(this);
+      });
     }
-    if (nodeData.name === "LuminaVideoEmptyLatentVideo") {
-      const created = nodeType.prototype.onNodeCreated;
-      nodeType.prototype.onNodeCreated = function () {
-        const result = created?.apply(this, arguments);
-        this.addCustomWidget({
-          name: "lumina_latent_size",
-          type: "lumina_latent_size",
-          value: null,
-          serialize: false,
-          options: { serialize: false },
-          computeSize: (width) => [width, 40],
-          draw: (ctx, node, width, y) => drawLatentSize(ctx, node, width, y),
-        });
-        return result;
-      };
-      return;
-    }
-    if (!TIMELINE_NODES.has(nodeData.name)) return;
-    const onNodeCreated = nodeType.prototype.onNodeCreated;
-    nodeType.prototype.onNodeCreated = function () {
-      const result = onNodeCreated?.apply(this, arguments);
-      const node = this;
-      node.addCustomWidget({
-        name: "lumina_timeline",
-        type: "lumina_timeline",
+    const display = DISPLAY_WIDGETS[nodeData.name];
+    if (!display) return;
+    after(nodeType.prototype, "onDrawForeground", function (ctx) {
+      drawProblemFrame(this, ctx);
+    });
+    after(nodeType.prototype, "onNodeCreated", function () {
+      this.addCustomWidget({
+        name: display.name,
+        type: display.name,
         value: null,
         serialize: false, // not in widgets_values
         options: { serialize: false }, // not in the prompt graphToPrompt builds
-        computeSize: (width) => [width, HEIGHT],
-        draw(ctx, drawnNode, width, y) {
-          fetchPlan(drawnNode);
-          drawTimeline(ctx, drawnNode, width, y);
-        },
+        computeSize: (width) => [width, display.height],
+        draw: (ctx, node, width, y) => display.draw(ctx, node, width, y),
       });
-      return result;
-    };
+    });
   },
 });

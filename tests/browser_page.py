@@ -320,7 +320,7 @@ class PackPage:
         return ids
 
     def settle(self, frames: int = 3) -> None:
-        """Let the canvas draw a few frames (the timeline fetches its plan while drawing)."""
+        """Let the canvas draw a few frames (and the page take the server's answers in between)."""
         self.evaluate("(n) => new Promise((done) => { const step = (k) => k ? requestAnimationFrame(() => step(k - 1)) "
                       ": done(); window.app.graph.setDirtyCanvas(true, true); step(n); })", frames)
 
@@ -335,12 +335,11 @@ class PackPage:
         self.settle()
 
     def set_widget(self, node_id: int, name: str, value) -> None:
-        """Set a widget as its own control does (value, then the widget's callback)."""
+        """Set a widget as its own control does (value, the widget's callback, the node's onWidgetChanged)."""
         self.evaluate("""({id, name, value}) => {
           const node = window.app.graph.getNodeById(id);
           const widget = node.widgets.find((w) => w.name === name);
-          widget.value = value;
-          widget.callback?.(value, window.app.canvas, node);
+          widget.setValue(value, {node, canvas: window.app.canvas});
           window.app.graph.setDirtyCanvas(true, true);
         }""", {"id": node_id, "name": name, "value": value})
         self.settle()
@@ -354,15 +353,22 @@ class PackPage:
         self.settle()
 
     def wait_timelines(self, timeout: float = 10.0) -> None:
-        """Wait until every timeline in the graph has its plan from the server (or knows it has nothing to show)."""
-        self.page.wait_for_function("""() => { window.app.graph.setDirtyCanvas(true, true);
-          return window.app.graph._nodes.filter((n) => n.widgets?.some((w) => w.name === "lumina_timeline"))
-            .every((n) => n.__luminaPlanKey !== undefined && (n.__luminaPlanKey === "null" || n.__luminaPlan)); }""",
+        """Wait until every timeline in the graph has the server's answers to its latest requests (its plan and
+        its model's patch pairs), or knows it has nothing to ask."""
+        self.page.wait_for_function("""() => window.app.graph._nodes
+          .filter((n) => n.widgets?.some((w) => w.name === "lumina_timeline"))
+          .every((n) => n.__lumina?.plan && Object.values(n.__lumina)
+            .every((s) => s.key !== undefined && !s.asking && (s.key === "null" || s.answer)))""",
                                     timeout=timeout * 1000, polling=100)
         self.settle()
 
+    def lookup(self, node_id: int, kind: str = "plan") -> dict:
+        """What the node knows of one server lookup (js/lumina_video.js ``node.__lumina``): the request ``key``,
+        the ``answer``, ``failed`` (why no answer came) and ``asking``."""
+        return self.evaluate("([id, kind]) => window.app.graph.getNodeById(id).__lumina?.[kind] ?? {}", [node_id, kind])
+
     def plan(self, node_id: int):
-        return self.evaluate("(id) => window.app.graph.getNodeById(id).__luminaPlan ?? null", node_id)
+        return self.lookup(node_id).get("answer")
 
     def wait_plan(self, node_id: int, expected: dict, timeout: float = 10.0) -> dict:
         """The plan the node's timeline shows, once it equals ``expected`` (fails with the last one seen)."""

@@ -1,8 +1,9 @@
 """The pack as a user meets it in the browser: the real ComfyUI page (headless Chromium) on a real host
 (COMFYUI_PATH) loads the pack's frontend extension, takes every example workflow dropped onto the canvas
 and queues it past the server's validation, draws the schedule timeline from the server's plan and redraws
-it when a schedule changes, reports a schedule the model cannot run on the failing node before any step,
-and runs, shows and cancels the demo from the page.
+it when a schedule changes (also after the route failed, without a reload; never asking while drawing),
+reports a schedule the model cannot run on the failing node before any step, and runs, shows and cancels
+the demo from the page.
 
 Skips without a host or without playwright/Chromium; with CI set, either missing fails instead."""
 
@@ -278,6 +279,113 @@ def test_a_schedule_the_model_cannot_run_fails_on_the_sampler_before_any_step(pa
     page.page.wait_for_selector(".p-dialog, .p-dialog-mask", state="detached", timeout=30_000)
     assert error_stroke_pixels(page, ids["sampler"]) > 100  # the failing node is outlined
     assert error_stroke_pixels(page, ids["stage"]) == 0
+    assert_no_pack_problems(page)
+
+
+PLAN_ROUTE = "**/lumina_video/plan"
+REDRAW_JS = "(n) => { for (let i = 0; i < n; i++) window.app.canvas.draw(true, true); }"
+
+
+def wait_lookup(page: PackPage, node_id: int, done, timeout: float = 10.0) -> dict:
+    """The node's plan lookup (PackPage.lookup), once ``done(lookup)`` holds (or the last one seen)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = page.lookup(node_id)
+        if done(state) or time.monotonic() > deadline:
+            return state
+        page.settle()
+
+
+def plan_requests(page: PackPage) -> list:
+    """The page's requests to the plan route from now on, as they are sent."""
+    sent = []
+    page.page.on("request", lambda request: sent.append(request) if "/lumina_video/plan" in request.url else None)
+    return sent
+
+
+def test_the_timeline_recovers_from_a_failed_plan_request_without_a_reload(page, server):
+    ids = page.build(schedule_graph())
+    page.fit_view()
+    schedule = ("preset", "sampler")  # the preset's plan, and the sampler's from it
+
+    def expected(steps):
+        return server.post("/lumina_video/plan", {"preset": "f24F96R960", "steps": steps or None})
+
+    for key in schedule:
+        assert page.wait_plan(ids[key], expected(0)) == expected(0)
+    sent = plan_requests(page)
+    outages = (("no server", lambda route: route.abort(), 20),
+               ("HTTP 503", lambda route: route.fulfill(status=503, json={"error": "restarting"}), 30))
+    for outage, answer, steps in outages:
+        page.page.route(PLAN_ROUTE, answer)
+        page.set_widget(ids["preset"], "steps", steps)
+        for key in schedule:  # no plan, stale or empty: the failure, in the timeline
+            state = wait_lookup(page, ids[key], lambda s, steps=steps: not s.get("asking")
+                                and json.loads(s.get("key", "{}")).get("steps") == steps)
+            assert state["failed"] and state["answer"] is None, (outage, key, state)
+            assert not bar_shares(page, ids[key]), (outage, key)
+            r, g, b = pixels(timeline_image(page, ids[key])).transpose(2, 0, 1)  # its amber text
+            assert ((r > 110) & (g > 0.6 * r) & (g < 0.9 * r) & (b < 0.5 * r)).sum() > 50, (outage, key)
+        if outage == "HTTP 503":
+            assert page.lookup(ids["preset"])["failed"] == "HTTP 503: restarting"
+        page.page.unroute(PLAN_ROUTE)
+    # the failed lookups are not remembered: redrawing asks nothing, the next change anywhere asks again
+    asked = len(sent)
+    page.evaluate(REDRAW_JS, 20)
+    page.settle(10)
+    assert len(sent) == asked
+    assert all("/lumina_video/plan" in problem for problem in page.problems), page.problems  # the outages
+    page.problems.clear()
+    page.set_widget(ids["sampler"], "seed", 43)  # a change that leaves every plan request as it was
+    for key in schedule:
+        assert page.wait_plan(ids[key], expected(30)) == expected(30), key
+        assert not page.lookup(ids[key])["failed"], key
+    assert_bars_match(page, ids["sampler"], expected(30))
+
+    # a late answer to an older request does not replace the newer one's
+    held = []
+    page.page.route(PLAN_ROUTE, lambda route: route.continue_() if len(held) == len(schedule) else held.append(route))
+    page.set_widget(ids["preset"], "steps", 40)
+    deadline = time.monotonic() + 10
+    while len(held) < len(schedule) and time.monotonic() < deadline:  # the requests reach the handler
+        page.settle()
+    assert len(held) == len(schedule), held
+    page.set_widget(ids["preset"], "steps", 0)
+    for key in schedule:
+        assert page.wait_plan(ids[key], expected(0)) == expected(0), key
+    for route in held:
+        route.continue_()
+    for route in held:
+        route.request.response().finished()
+    page.settle(10)
+    page.page.unroute(PLAN_ROUTE)
+    for key in schedule:
+        assert page.plan(ids[key]) == expected(0), key
+    assert expected(40) != expected(0)
+    assert_bars_match(page, ids["sampler"], expected(0))
+    assert_no_pack_problems(page)
+
+
+def test_drawing_the_timeline_sends_no_request(page, server):
+    ids = page.build(schedule_graph())
+    page.fit_view()
+    page.wait_timelines()
+    sent = plan_requests(page)
+    page.evaluate(REDRAW_JS, 20)
+    page.settle(10)
+    assert not sent
+    # a value set behind the page's back (no change notification) is not looked up by drawing either
+    page.evaluate("(id) => { window.app.graph.getNodeById(id).widgets.find((w) => w.name === 'steps').value = 20; }",
+                  ids["preset"])
+    page.evaluate(REDRAW_JS, 20)
+    page.settle(10)
+    assert not sent
+    # a change is: one request for each timeline it changes (the preset's and its sampler's)
+    page.set_widget(ids["preset"], "steps", 30)
+    plan = server.post("/lumina_video/plan", {"preset": "f24F96R960", "steps": 30})
+    for key in ("preset", "sampler"):
+        assert page.wait_plan(ids[key], plan) == plan, key
+    assert sorted(json.loads(request.post_data)["steps"] for request in sent) == [30, 30]
     assert_no_pack_problems(page)
 
 
