@@ -211,7 +211,12 @@ function drawTimeline(ctx, node, width, y) {
 
 // Empty Latent Video: the latent grid its widgets give, or the server's error with the nearest valid values.
 function drawLatentSize(ctx, node, width, y) {
-  const request = { width: widgetValue(node, "width"), height: widgetValue(node, "height"), frames: widgetValue(node, "frames") };
+  const request = {
+    resolution: widgetValue(node, "resolution"),
+    width: widgetValue(node, "width"),
+    height: widgetValue(node, "height"),
+    frames: widgetValue(node, "frames"),
+  };
   const key = JSON.stringify(request);
   if (key !== node.__luminaSizeKey) {
     node.__luminaSizeKey = key;
