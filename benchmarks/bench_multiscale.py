@@ -5,7 +5,7 @@ Runs the same number of grid steps with the official multi-scale schedule (patch
 Next-DiT, and prints the wall-time ratio beside the FLOP ratio (FLOPs counted by torch's
 FlopCounterMode on one guided call per stage; matmuls and attention).
 
-    python benchmarks/bench_multiscale.py [--preset f16F64R512] [--steps 20] [--frames 12 --size 32]
+    python benchmarks/bench_multiscale.py [--preset f16F64R512-MultiScale] [--steps 20] [--frames 12 --size 32]
 
 Default: dim 512, 8 layers, 8 heads (4 KV), caption 32 tokens of width 256, latent
 [1, 16, 12, 32, 32] (12 latent frames, not 13, because the 2x4 and 2x2 stages need a frame count
@@ -47,7 +47,8 @@ def timed_sample(model, latent, cond, uncond, config) -> float:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="f16F64R512", choices=[k for k in OFFICIAL_PRESETS if "Single" not in k])
+    parser.add_argument("--preset", default="f16F64R512-MultiScale",
+                        choices=[k for k in OFFICIAL_PRESETS if k.endswith("-MultiScale")])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--frames", type=int, default=12, help="latent frames")
     parser.add_argument("--size", type=int, default=32, help="latent height and width")
@@ -65,7 +66,7 @@ def main():
     uncond = (torch.randn(1, 8, 256), torch.ones(1, 8, dtype=torch.long))
 
     multi = replace(SampleConfig.preset(args.preset), steps=args.steps)
-    single = replace(SampleConfig.preset(f"{args.preset}-SingleScale"), steps=args.steps)
+    single = replace(SampleConfig.preset(args.preset.removesuffix("-MultiScale")), steps=args.steps)
     print(f"model dim 512, 8 layers; latent {list(latent.shape)}; {args.steps - 1} calls; "
           f"{torch.get_num_threads()} threads; preset {args.preset}")
 

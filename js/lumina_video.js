@@ -90,7 +90,12 @@ async function postJson(route, body) {
 }
 
 function latentSizeRequest(node) {
-  return { width: widgetValue(node, "width"), height: widgetValue(node, "height"), frames: widgetValue(node, "frames") };
+  return {
+    resolution: widgetValue(node, "resolution"),
+    width: widgetValue(node, "width"),
+    height: widgetValue(node, "height"),
+    frames: widgetValue(node, "frames"),
+  };
 }
 
 // What each node asks the server: a lookup's request is read from the graph (null: nothing to ask).

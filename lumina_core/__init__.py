@@ -3,7 +3,8 @@
 Modules, one concept each: ``model`` (Multi-scale Next-DiT), ``rope``, ``schedule`` (time-aware
 values and stages), ``sampling`` (Euler ODE with multi-CFG and motion guidance), ``checkpoint``
 (loading official and single-file weights), ``text`` (Gemma-2 prompt features), ``vae``
-(CogVideoX latents <-> frames), ``motion`` (optical-flow motion score), ``video_io`` and ``cli``.
+(CogVideoX latents <-> frames), ``sizes`` (the video size rule and official resolutions), ``motion``
+(optical-flow motion score), ``video_io`` and ``cli``.
 """
 
 __version__ = "0.1.0"

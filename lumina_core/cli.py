@@ -42,11 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--tokenizer", type=Path, help="tokenizer folder (needed with a single-file text encoder)")
     gen.add_argument("--vae", type=Path, help="CogVideoX VAE folder or .safetensors; default: demo VAE")
     gen.add_argument("--schedule", help="preset name (" + ", ".join(OFFICIAL_PRESETS) + ") or an official "
-                     "sample-config JSON object; default: the demo schedule, or f16F64R512 with --model")
+                     "sample-config JSON object; default: the demo schedule, or f16F64R512-MultiScale with --model")
     gen.add_argument("--steps", type=int, help="override the schedule's step count")
-    gen.add_argument("--width", type=int, help="pixels, a multiple of 8 x the largest patch size")
-    gen.add_argument("--height", type=int, help="pixels, a multiple of 8 x the largest patch size")
-    gen.add_argument("--frames", type=int, help="8m or 8m+1 frames (e.g. 16, 49, 96), or 1 for an image")
+    gen.add_argument("--width", type=int, help="pixels, a multiple of 8 x the schedule's largest patch size (32 for "
+                     "the -MultiScale schedules, 16 for the others and the demo)")
+    gen.add_argument("--height", type=int, help="pixels, a multiple of 8 x the schedule's largest patch size")
+    gen.add_argument("--frames", type=int, help="8m or 8m+1 frames (e.g. 16, 49, 96; 8m for schedules with f-patch 2 "
+                     "stages), or 1 for an image")
     gen.add_argument("--fps", type=float, help="frame rate of the mp4")
     gen.add_argument("--dtype", choices=DTYPES, default="fp32", help="weight dtype (fp32 on CPU)")
     gen.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
@@ -57,7 +59,9 @@ def resolve_schedule(text: str | None, use_demo: bool) -> SampleConfig:
     from .demo import DEMO_SCHEDULE
 
     if text is None:
-        return SampleConfig.from_official(DEMO_SCHEDULE, name="demo") if use_demo else SampleConfig.preset("f16F64R512")
+        if use_demo:
+            return SampleConfig.from_official(DEMO_SCHEDULE, name="demo")
+        return SampleConfig.preset("f16F64R512-MultiScale")
     if text in OFFICIAL_PRESETS:
         return SampleConfig.preset(text)
     if text.lstrip().startswith("{"):
@@ -86,8 +90,8 @@ def check_paths(args) -> None:
 def plan(args) -> tuple[SampleConfig, "VideoRequest", float]:
     """Validate every value; returns (schedule, request, fps)."""
     from .demo import DEMO_SIZE
-    from .pipeline import VideoRequest, check_pixel_size, latent_shape, pixel_multiple
-    from .sampling import check_latent_fits
+    from .pipeline import VideoRequest
+    from .sizes import check_video_size
 
     check_paths(args)
     use_demo = args.model is None
@@ -107,11 +111,7 @@ def plan(args) -> tuple[SampleConfig, "VideoRequest", float]:
         raise UsageError(f"--fps {fps} must be positive, e.g. 8, 16 or 24")
     request = VideoRequest(prompt=args.prompt, negative_prompt=args.negative_prompt, width=width, height=height,
                            frames=frames, seed=args.seed)
-    check_pixel_size(width, height, pixel_multiple(config))
-    try:
-        check_latent_fits(latent_shape(request), config)
-    except ValueError as error:
-        raise UsageError(f"--frames {frames}: {error} (frame counts 8m give 2m latent frames, 8m+1 give 2m+1)") from None
+    check_video_size(width, height, frames, config)
     return config, request, fps
 
 

@@ -9,6 +9,7 @@ from typing import Callable, Optional
 import torch
 
 from .sampling import SampleConfig, check_runnable, sample, seeded_noise
+from .sizes import check_video_size
 from .text import encode_prompts
 from .vae import SPATIAL_COMPRESSION, decode, latent_count_for_frames
 
@@ -25,20 +26,6 @@ class VideoRequest:
     seed: int = 0
 
 
-def check_pixel_size(width: int, height: int, multiple: int) -> None:
-    """Width and height must be positive multiples of ``multiple`` pixels."""
-    for name, value in (("width", width), ("height", height)):
-        if value < multiple or value % multiple:
-            lower = value // multiple * multiple
-            nearest = f"{lower + multiple}" if lower < multiple else f"{lower} or {lower + multiple}"
-            raise ValueError(f"{name} {value} is not a positive multiple of {multiple} pixels (the VAE's 8x times the "
-                             f"largest patch size of the schedule); use {nearest}")
-
-
-def pixel_multiple(config: SampleConfig) -> int:
-    return SPATIAL_COMPRESSION * max(stage.patch_size for stage in config.stages)
-
-
 def latent_shape(request: VideoRequest) -> tuple[int, int, int, int, int]:
     return (1, LATENT_CHANNELS, latent_count_for_frames(request.frames),
             request.height // SPATIAL_COMPRESSION, request.width // SPATIAL_COMPRESSION)
@@ -46,7 +33,7 @@ def latent_shape(request: VideoRequest) -> tuple[int, int, int, int, int]:
 
 def check_request(model, request: VideoRequest, config: SampleConfig) -> None:
     """Every size check the sampler and VAE would make, without running anything."""
-    check_pixel_size(request.width, request.height, pixel_multiple(config))
+    check_video_size(request.width, request.height, request.frames, config)
     check_runnable(model, latent_shape(request), config)
 
 

@@ -99,9 +99,9 @@ def latent_count_for_frames(frames: int) -> int:
     Valid counts are 8m and 8m+1 (see the module docstring); any other count raises, naming
     the nearest valid counts below and above.
     """
-    if not _is_valid_frame_count(frames):
-        below = next((count for count in range(frames - 1, 0, -1) if _is_valid_frame_count(count)), None)
-        above = next(count for count in range(max(frames + 1, 1), frames + 10) if _is_valid_frame_count(count))
+    if not is_valid_frame_count(frames):
+        below = next((count for count in range(frames - 1, 0, -1) if is_valid_frame_count(count)), None)
+        above = next(count for count in range(max(frames + 1, 1), frames + 10) if is_valid_frame_count(count))
         nearest = f"{above}" if below is None else f"{below} or {above}"
         raise ValueError(
             f"frame count {frames} is not valid for the CogVideoX VAE: it must be 8m or 8m+1 "
@@ -110,7 +110,7 @@ def latent_count_for_frames(frames: int) -> int:
     return frames // TEMPORAL_COMPRESSION + frames % 2  # 8m -> 2m, 8m+1 -> 2m+1
 
 
-def _is_valid_frame_count(frames: int) -> bool:
+def is_valid_frame_count(frames: int) -> bool:
     """True for the frame counts the VAE round-trips: 8m (m >= 1) and 8m+1 (m >= 0)."""
     return frames >= 1 and frames % 8 in (0, 1)
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from .sizes import CUSTOM_RESOLUTION
+
 DEMO_ENTRY = "lumina-video-demo (built-in)"
 SAME_FOLDER = "(from the text encoder folder)"
 NODE_WIDTH = 320
@@ -76,7 +78,8 @@ def nodes_for(graph: GenerationGraph) -> list[Node]:
     schedule = Node(5, "LuminaVideoScheduleJSON", [("config", json.dumps(graph.schedule))],
                     outputs=[("schedule", "LUMINA_VIDEO_SCHEDULE")], pos=(400, 320), height=200)
     latent = Node(6, "LuminaVideoEmptyLatentVideo",
-                  [("width", graph.width), ("height", graph.height), ("frames", graph.frames), ("batch_size", 1)],
+                  [("resolution", CUSTOM_RESOLUTION), ("width", graph.width), ("height", graph.height),
+                   ("frames", graph.frames), ("batch_size", 1)],
                   outputs=[("latent", "LATENT")], pos=(400, 560), height=150)
     sampler = Node(7, "LuminaVideoSampler", [("seed", graph.seed)],
                    links={"model": (1, 0, "LUMINA_VIDEO_MODEL"), "positive": (4, 0, "LUMINA_VIDEO_CONDITIONING"),

@@ -11,7 +11,7 @@ answers {"stages": [{"patch", "t_start", "t_end", "calls"}], "call_times": [t of
 POST /lumina_video/model_patches {"model_name": loader entry} answers {"patches": ["2x4", ...]}: the
 patch pairs of that checkpoint (read from its header, no weights loaded), or {"error": message}.
 
-POST /lumina_video/latent_size {"width", "height", "frames"} answers {"latent": [T, h, w]} or
+POST /lumina_video/latent_size {"resolution", "width", "height", "frames"} answers {"latent": [T, h, w]} or
 {"error": message naming the nearest valid values}.
 """
 
@@ -25,6 +25,7 @@ from ..lumina_core import demo
 from ..lumina_core.checkpoint import OFFICIAL_WEIGHT_FILES, read_config
 from ..lumina_core.sampling import SampleConfig
 from ..lumina_core.schedule import Stage, format_patch, parse_patch
+from ..lumina_core.sizes import resolution_size
 from ..lumina_core.vae import SPATIAL_COMPRESSION, latent_count_for_frames
 from .model_files import DEMO, resolve
 from .schedule import preset_config
@@ -74,10 +75,12 @@ def model_patches(request: dict) -> dict:
 
 def latent_size(request: dict) -> dict:
     """The latent grid of an Empty Latent Video's widgets, or the error the node would raise."""
+    resolution = request["resolution"]
     width, height, frames = (int(request[key]) for key in ("width", "height", "frames"))
-    verdict = LuminaVideoEmptyLatentVideo.validate_inputs(width, height, frames)
+    verdict = LuminaVideoEmptyLatentVideo.validate_inputs(resolution, width, height, frames)
     if verdict is not True:
         raise ValueError(verdict)
+    width, height = resolution_size(resolution, width, height)
     return {"latent": [latent_count_for_frames(frames), height // SPATIAL_COMPRESSION, width // SPATIAL_COMPRESSION]}
 
 

@@ -11,6 +11,7 @@ from comfy_api.latest import io
 from PIL import Image
 
 from ..lumina_core.sampling import SampleConfig, check_runnable, sample, seeded_noise
+from ..lumina_core.sizes import check_latent_video_size
 from . import io_types
 from .devices import loaded
 from .schedule import (
@@ -61,6 +62,7 @@ def preview(info: dict):
 
 def run(model_patcher, positive: dict, negative: dict, x: torch.Tensor, config: SampleConfig) -> dict:
     """Sample ``x`` (the latent at the schedule's start) through ``config``; returns the LATENT dict."""
+    check_latent_video_size(x.shape, config)  # the command line's size rule, before anything touches the model
     model = model_patcher.model
     check_runnable(model, x.shape, config)
     width = model.config.cap_feat_dim

@@ -29,7 +29,8 @@ def patch_input():
 def t_end_input():
     return io.Float.Input("t_end", default=1.0, min=0.001, max=1.0, step=0.001,
                           tooltip="Time where this stage stops (0 = noise, 1 = finished video). Official switch "
-                                  "points: 0.03 and 0.125 (f24F96R960), 0.075 and 0.3 (f16F64R512).")
+                                  "points: 0.03 and 0.125 (f24F96R960-MultiScale), 0.075 and 0.3 "
+                                  "(f16F64R512-MultiScale).")
 
 
 def grid_inputs(note: str = ""):
@@ -39,7 +40,8 @@ def grid_inputs(note: str = ""):
                              "whole schedule; official 70)." + note),
         io.Float.Input("shift", default=8.0, min=0.0, max=100.0, step=0.1,
                        tooltip="Time shift ts of the grid, t' = t / (t + ts - ts*t): larger spends more steps near the "
-                               "noise. 0 = no shift. Official: 8 (f16F64R512), 24 (f24F96R960)." + note),
+                               "noise. 0 = no shift. Official: 8 (the f16F64R512 configs), 24 (the f24F96R960 "
+                               "configs)." + note),
     ]
 
 
@@ -54,7 +56,7 @@ def guidance_inputs():
                                "2, then 6 from t = 0.05)."),
         io.Float.Input("renorm", default=-1.0, min=-1.0, max=100.0, step=0.1,
                        tooltip="Caps the guided velocity's norm at renorm x the positive one's. <= 0 = off. "
-                               "Official: 2 (f24F96R960), off (f16F64R512)."),
+                               "Official: 2 (the f24F96R960 configs), off (the f16F64R512 configs)."),
     ]
 
 
@@ -83,11 +85,13 @@ class LuminaVideoSchedulePreset(io.ComfyNode):
             node_id="LuminaVideoSchedulePreset",
             display_name="Lumina-Video Schedule Preset",
             category="Lumina-Video/schedule",
-            description="An official sampling schedule (multi-scale or its single-scale twin), or the demo model's.",
+            description="An official sampling schedule under its official name (-MultiScale or single-scale), or the "
+                        "demo model's.",
             inputs=[
                 io.Combo.Input("preset", options=[*OFFICIAL_PRESETS, DEMO_PRESET], default=DEMO_PRESET,
-                               tooltip="f24F96R960 / f16F64R512: the official multi-scale configs (patches 2x4 -> 2x2 "
-                                       "-> 1x2); -SingleScale: 1x2 throughout; demo: for the built-in demo model."),
+                               tooltip="The official configs by their official names: f24F96R960-MultiScale / "
+                                       "f16F64R512-MultiScale: patches 2x4 -> 2x2 -> 1x2 (about 3x faster); "
+                                       "f24F96R960 / f16F64R512: 1x2 throughout; demo: for the built-in demo model."),
                 io.Int.Input("steps", default=0, min=0, max=1000,
                              tooltip="Time-grid points (N points = N - 1 model calls). 0 keeps the preset's (70 "
                                      "official, 20 demo)."),
@@ -118,7 +122,8 @@ class LuminaVideoScheduleJSON(io.ComfyNode):
                 io.String.Input("config", multiline=True, default=json.dumps(DEMO_SCHEDULE),
                                 tooltip="JSON object with P, step, ts, renorm, cfg, motion, negMotion. Time-aware "
                                         "values are [v0, [t1, v1], ...] (v_k from t >= t_k); 'FxP' = f-patch x patch. "
-                                        "Official f16F64R512: " + json.dumps(OFFICIAL_PRESETS["f16F64R512"])),
+                                        "Official f16F64R512-MultiScale: "
+                                        + json.dumps(OFFICIAL_PRESETS["f16F64R512-MultiScale"])),
             ],
             outputs=[io_types.Schedule.Output(display_name="schedule")],
         )

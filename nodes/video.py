@@ -9,13 +9,18 @@ import comfy.model_management
 import torch
 from comfy_api.latest import InputImpl, Types, io
 
-from ..lumina_core.pipeline import LATENT_CHANNELS, check_pixel_size
+from ..lumina_core.pipeline import LATENT_CHANNELS
+from ..lumina_core.sizes import (
+    CUSTOM_RESOLUTION,
+    MAX_SIDE,
+    OFFICIAL_RESOLUTIONS,
+    check_video_size,
+    resolution_size,
+)
 from ..lumina_core.vae import SPATIAL_COMPRESSION, decode, latent_count_for_frames
 from . import io_types
 from .devices import loaded
 
-PIXEL_MULTIPLE = 32  # VAE 8x times the largest official patch size (4)
-MAX_PIXELS = 8192
 TILED = {"auto": None, "on": True, "off": False}
 
 
@@ -28,34 +33,42 @@ class LuminaVideoEmptyLatentVideo(io.ComfyNode):
             category="Lumina-Video/latent",
             description="A zero LATENT [batch, 16, latent frames, height/8, width/8] that sets the video size.",
             inputs=[
-                io.Int.Input("width", default=64, min=PIXEL_MULTIPLE, max=MAX_PIXELS, step=PIXEL_MULTIPLE,
-                             tooltip="Pixels, a multiple of 32 (official e.g. 1248; demo 64)."),
-                io.Int.Input("height", default=64, min=PIXEL_MULTIPLE, max=MAX_PIXELS, step=PIXEL_MULTIPLE,
-                             tooltip="Pixels, a multiple of 32 (official e.g. 704; demo 64)."),
+                io.Combo.Input("resolution", options=[CUSTOM_RESOLUTION, *OFFICIAL_RESOLUTIONS],
+                               default=CUSTOM_RESOLUTION,
+                               tooltip="An official usable size (the official code's list for the 960 and 512 "
+                                       "models: at most (960/32)^2 or (512/32)^2 patches of 32 px, sides at most 4:1 "
+                                       "apart), or custom: the width and height below."),
+                io.Int.Input("width", default=64, min=SPATIAL_COMPRESSION, max=MAX_SIDE, step=SPATIAL_COMPRESSION,
+                             tooltip="Pixels, used when resolution is custom: a multiple of 8; the sampler needs 8 x "
+                                     "the schedule's largest patch (32 for -MultiScale, e.g. 1248; 16 for "
+                                     "single-scale and demo)."),
+                io.Int.Input("height", default=64, min=SPATIAL_COMPRESSION, max=MAX_SIDE, step=SPATIAL_COMPRESSION,
+                             tooltip="Pixels, used when resolution is custom: a multiple of 8; the sampler needs 8 x "
+                                     "the schedule's largest patch (32 for -MultiScale, e.g. 704; 16 for "
+                                     "single-scale and demo)."),
                 io.Int.Input("frames", default=16, min=1, max=1025,
-                             tooltip="Video frames: 8m or 8m+1 (e.g. 16, 49, 96), or 1 for an image. The CogVideoX VAE "
-                                     "packs 4 frames into one latent frame (96 frames -> 24 latents)."),
+                             tooltip="Video frames: 8m or 8m+1 (e.g. 16, 49, 96; 8m for schedules with f-patch 2 "
+                                     "stages), or 1 for an image. The CogVideoX VAE packs 4 frames into one latent "
+                                     "frame (96 frames -> 24 latents)."),
                 io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Videos generated at once."),
             ],
             outputs=[io.Latent.Output(display_name="latent")],
         )
 
     @classmethod
-    def validate_inputs(cls, width, height, frames):
-        """Checked when the prompt is queued (before anything runs); replaces ComfyUI's min/max check."""
+    def validate_inputs(cls, resolution, width, height, frames):
+        """Checked when the prompt is queued (before anything runs); replaces ComfyUI's min/max check. Without
+        a schedule, refuses only what no schedule can run; the sampler checks the rest before any model call."""
         try:
-            for name, value in (("width", width), ("height", height)):
-                if value > MAX_PIXELS:
-                    raise ValueError(f"{name} {value} is above {MAX_PIXELS}; use at most {MAX_PIXELS}")
-            check_pixel_size(width, height, PIXEL_MULTIPLE)
-            latent_count_for_frames(frames)
+            check_video_size(*resolution_size(resolution, width, height), frames)
         except ValueError as error:
             return str(error)
         return True
 
     @classmethod
-    def execute(cls, width, height, frames, batch_size) -> io.NodeOutput:
-        check_pixel_size(width, height, PIXEL_MULTIPLE)
+    def execute(cls, resolution, width, height, frames, batch_size) -> io.NodeOutput:
+        width, height = resolution_size(resolution, width, height)
+        check_video_size(width, height, frames)
         shape = (batch_size, LATENT_CHANNELS, latent_count_for_frames(frames),
                  height // SPATIAL_COMPRESSION, width // SPATIAL_COMPRESSION)
         return io.NodeOutput({"samples": torch.zeros(shape, device=comfy.model_management.intermediate_device())})

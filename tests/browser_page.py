@@ -238,14 +238,14 @@ def stage_chain(stages: list[tuple[str, float]], steps: int, shift: float, x: fl
 
 
 def schedule_graph() -> dict:
-    """A Schedule Preset (f24F96R960) into a Sampler, and the same schedule as a chain of Schedule Stage nodes
-    into a second Sampler; no model wired, so every node draws its timeline."""
+    """A Schedule Preset (f24F96R960-MultiScale) into a Sampler, and the same schedule as a chain of Schedule
+    Stage nodes into a second Sampler; no model wired, so every node draws its timeline."""
     chain, links = stage_chain([("2x4", 0.03), ("2x2", 0.125), ("1x2", 1.0)], steps=70, shift=24.0, x=0, y=300,
                                gap=350)
     for stage in chain.values():  # later stages ignore their grid; show the chain's own to avoid confusion
         stage["widgets"].update(steps=70, shift=24.0)
     nodes = {
-        "preset": node("LuminaVideoSchedulePreset", (0, 0), 320, preset="f24F96R960", steps=0),
+        "preset": node("LuminaVideoSchedulePreset", (0, 0), 320, preset="f24F96R960-MultiScale", steps=0),
         "sampler": node("LuminaVideoSampler", (350, 0), 320, seed=42, control_after_generate="fixed"),
         **chain,
         "chain_sampler": node("LuminaVideoSampler", (1050, 300), 320, seed=42, control_after_generate="fixed"),

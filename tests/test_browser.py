@@ -214,7 +214,7 @@ def test_example_workflow_dropped_on_the_canvas_loads_and_validates(page, server
 def test_timeline_shows_the_preset_stages_and_redraws_when_the_preset_changes(page, server):
     ids = page.build(schedule_graph())
     page.fit_view()
-    f24 = server.post("/lumina_video/plan", {"preset": "f24F96R960", "steps": None})  # steps 0: the preset's 70
+    f24 = server.post("/lumina_video/plan", {"preset": "f24F96R960-MultiScale", "steps": None})  # steps 0: 70
     shown = page.wait_plan(ids["preset"], f24)
     assert [(s["patch"], s["calls"]) for s in shown["stages"]] == [("2x4", 30), ("2x2", 24), ("1x2", 15)]
     assert page.wait_plan(ids["sampler"], f24) == f24  # the sampler shows what its schedule input gives it
@@ -222,8 +222,8 @@ def test_timeline_shows_the_preset_stages_and_redraws_when_the_preset_changes(pa
     assert_bars_match(page, ids["sampler"], f24)
     before = {key: timeline_image(page, ids[key]) for key in ("preset", "sampler")}
 
-    page.click_arrow(ids["preset"], "preset")  # the next preset: f16F64R512
-    f16 = server.post("/lumina_video/plan", {"preset": "f16F64R512", "steps": None})
+    page.click_arrow(ids["preset"], "preset")  # the next preset: f16F64R512-MultiScale
+    f16 = server.post("/lumina_video/plan", {"preset": "f16F64R512-MultiScale", "steps": None})
     assert page.wait_plan(ids["preset"], f16) == f16 and page.wait_plan(ids["sampler"], f16) == f16
     assert [s["calls"] for s in f16["stages"]] != [30, 24, 15]
     assert_bars_match(page, ids["sampler"], f16)
@@ -242,7 +242,7 @@ def test_timeline_follows_a_stage_chain_into_the_sampler(page, server):
                                                              zip(stages, starts)], "steps": 70, "shift": 24.0})
 
     plan = expected([("2x4", 0.03), ("2x2", 0.125), ("1x2", 1.0)])
-    assert [s["calls"] for s in plan["stages"]] == [30, 24, 15]  # the chain is the official f24F96R960 schedule
+    assert [s["calls"] for s in plan["stages"]] == [30, 24, 15]  # the chain is the official f24F96R960-MultiScale
     assert page.wait_plan(ids["chain_sampler"], plan) == plan and page.wait_plan(ids["stage2"], plan) == plan
     assert_bars_match(page, ids["chain_sampler"], plan)
     for widget, change, changed in (("t_end", 0.3, [("2x4", 0.03), ("2x2", 0.3), ("1x2", 1.0)]),

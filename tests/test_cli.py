@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from lumina_core import cli, demo
-from lumina_core.pipeline import check_pixel_size
+from size_rule import SIZE_TABLE, cli_verdict
 
 
 def test_generate_writes_mp4_and_contact_sheet(tmp_path):
@@ -39,7 +39,8 @@ def no_model_loads(monkeypatch):
 @pytest.mark.parametrize("extra, message", [
     (["--width", "70"], "width 70 is not a positive multiple of 16 pixels.*use 64 or 80"),
     (["--frames", "50"], "frame count 50 is not valid.*use 49 or 56"),
-    (["--frames", "17"], "--frames 17: latent frame count 5 is not divisible by f-patch size 2"),
+    (["--frames", "17"], "frames 17 make 5 latent frames.*use 16 or 24 frames"),
+    (["--schedule", "f24F96R960-SingleScale"], "--schedule 'f24F96R960-SingleScale' is neither a preset"),
     (["--schedule", "fastest"], "--schedule 'fastest' is neither a preset"),
     (["--schedule", '{"P": "1x2", "step": 1}'], "step 1"),
     (["--steps", "1"], "step 1"),
@@ -72,12 +73,11 @@ def test_real_models_must_come_together(tmp_path, capsys, no_model_loads):
     assert "give --model, --text-encoder and --vae together" in capsys.readouterr().err
 
 
-def test_pixel_size_errors_name_the_nearest_sizes():
-    check_pixel_size(1248, 704, 32)
-    with pytest.raises(ValueError, match="height 700 .*multiple of 32.*use 672 or 704"):
-        check_pixel_size(1248, 700, 32)
-    with pytest.raises(ValueError, match="width 10 .*use 32"):
-        check_pixel_size(10, 64, 32)
+@pytest.mark.parametrize("width, height, frames, schedule, expected", SIZE_TABLE)
+def test_size_table(no_model_loads, width, height, frames, schedule, expected):
+    """The shared size table (tests/size_rule.py; test_nodes.py checks the nodes against it)."""
+    verdict = cli_verdict(width, height, frames, schedule)
+    assert verdict is None if expected is None else expected in verdict, verdict
 
 
 def test_generated_files_carry_the_equivalent_comfyui_graph(tmp_path):
@@ -95,7 +95,8 @@ def test_generated_files_carry_the_equivalent_comfyui_graph(tmp_path):
     assert by_type["LuminaVideoTextEncode"] == {"prompt": "a blue square moving up", "negative_prompt": "blurry",
                                                 "text_encoder": ["2", 0]}
     assert by_type["LuminaVideoSampler"]["seed"] == 5
-    assert by_type["LuminaVideoEmptyLatentVideo"] == {"width": 64, "height": 64, "frames": 16, "batch_size": 1}
+    assert by_type["LuminaVideoEmptyLatentVideo"] == {"resolution": "custom", "width": 64, "height": 64, "frames": 16,
+                                                      "batch_size": 1}
     schedule = json.loads(by_type["LuminaVideoScheduleJSON"]["config"])
     assert schedule["motion"] == 9.0 and schedule["step"] == 3
     assert by_type["LuminaVideoModelLoader"]["model_name"] == "lumina-video-demo (built-in)"

@@ -47,7 +47,8 @@ def demo_prompt(seed: int, steps: int = 4, size: int = 32, frames: int = 8) -> d
         "4": {"class_type": "LuminaVideoTextEncode",
               "inputs": {"text_encoder": ["2", 0], "prompt": "a red circle moving left", "negative_prompt": ""}},
         "5": {"class_type": "LuminaVideoEmptyLatentVideo",
-              "inputs": {"width": size, "height": size, "frames": frames, "batch_size": 1}},
+              "inputs": {"resolution": "custom", "width": size, "height": size, "frames": frames,
+                         "batch_size": 1}},
         "6": {"class_type": "LuminaVideoSchedulePreset", "inputs": {"preset": "demo", "steps": steps}},
         "7": {"class_type": "LuminaVideoSampler",
               "inputs": {"model": ["1", 0], "positive": ["4", 0], "negative": ["4", 1], "latent": ["5", 0],
@@ -96,7 +97,7 @@ def test_object_info_lists_every_node_with_inputs(server):
 
 
 def test_plan_route_for_the_frontend_timeline(server):
-    answer = server.post("/lumina_video/plan", {"preset": "f24F96R960", "steps": None})
+    answer = server.post("/lumina_video/plan", {"preset": "f24F96R960-MultiScale", "steps": None})
     assert [stage["calls"] for stage in answer["stages"]] == [30, 24, 15] and answer["total_calls"] == 69
     refused = server.post("/lumina_video/plan", {"stages": [{"patch": "1x2", "t_start": 0.5, "t_end": 0.2}],
                                                  "steps": 7, "shift": 3.0})
@@ -110,9 +111,12 @@ def test_model_patch_and_latent_size_routes_for_checks_in_the_page(server):
     assert server.post("/lumina_video/model_patches", {"model_name": DEMO}) == {"patches": demo_pairs}
     missing = server.post("/lumina_video/model_patches", {"model_name": "absent.safetensors"})
     assert "'absent.safetensors' is not a file or model folder" in missing["error"]
-    assert server.post("/lumina_video/latent_size", {"width": 1248, "height": 704, "frames": 96}) == {
-        "latent": [24, 88, 156]}
-    refused = server.post("/lumina_video/latent_size", {"width": 64, "height": 64, "frames": 50})
+    assert server.post("/lumina_video/latent_size", {"resolution": "custom", "width": 1248, "height": 704,
+                                                     "frames": 96}) == {"latent": [24, 88, 156]}
+    assert server.post("/lumina_video/latent_size", {"resolution": "704x1248 (960p, ~9:16)", "width": 64,
+                                                     "height": 64, "frames": 96}) == {"latent": [24, 156, 88]}
+    refused = server.post("/lumina_video/latent_size", {"resolution": "custom", "width": 64, "height": 64,
+                                                        "frames": 50})
     assert "frame count 50 is not valid" in refused["error"] and "use 49 or 56" in refused["error"]
 
 
@@ -168,7 +172,7 @@ def test_missing_model_files_are_named_with_their_folder_on_queue(server):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("width", 70, "width 70 is not a positive multiple of 32 pixels.*use 64 or 96"),
+    ("width", 70, "width 70 is not a positive multiple of 8 pixels.*use 64 or 72"),
     ("frames", 50, "frame count 50 is not valid.*use 49 or 56"),
 ])
 def test_bad_video_sizes_are_refused_on_queue_with_the_nearest_valid_values(server, field, value, message):

@@ -49,6 +49,7 @@ from lumina_video_pack.lumina_core.motion import motion_score
 from lumina_video_pack.lumina_core.pipeline import VideoRequest, generate_latents
 from lumina_video_pack.lumina_core.sampling import OFFICIAL_PRESETS, SampleConfig
 from lumina_video_pack.lumina_core.schedule import Stage, value_at
+from lumina_video_pack.lumina_core.sizes import CUSTOM_RESOLUTION
 from lumina_video_pack.nodes import NODES
 from lumina_video_pack.nodes.loaders import (
     SAME_FOLDER,
@@ -77,6 +78,7 @@ from lumina_video_pack.nodes.video import (
     LuminaVideoEmptyLatentVideo,
     LuminaVideoVAEDecode,
 )
+from size_rule import SIZE_TABLE, cli_verdict
 
 PROMPT, NEGATIVE = "a red circle moving left", "static grey background"
 # Demo patches over three stages, guidance values constant per stage (so stage samplers can match it).
@@ -107,7 +109,7 @@ def captions(text_encoder):
 
 @pytest.fixture(scope="module")
 def latent():
-    return run(LuminaVideoEmptyLatentVideo, 32, 32, 8, 1)[0]
+    return run(LuminaVideoEmptyLatentVideo, CUSTOM_RESOLUTION, 32, 32, 8, 1)[0]
 
 
 def chain(stages=STAGES, steps=STEPS, shift=SHIFT):
@@ -157,17 +159,18 @@ def test_loaders_offer_the_built_in_demo_first():
 # -- schedules ---------------------------------------------------------------------------------
 def test_preset_node_gives_the_official_config_and_overrides():
     assert run(LuminaVideoSchedulePreset, "f24F96R960", 0)[0] == SampleConfig.preset("f24F96R960")
+    assert run(LuminaVideoSchedulePreset, "f24F96R960-MultiScale", 0)[0] == SampleConfig.preset("f24F96R960-MultiScale")
     demo = run(LuminaVideoSchedulePreset, "demo", 0)[0]
     assert [s.patch for s in demo.stages] == ["2x2", "1x2", "1x1"] and demo.steps == 20
-    overridden = run(LuminaVideoSchedulePreset, "f16F64R512", 12, motion=2.5)[0]
+    overridden = run(LuminaVideoSchedulePreset, "f16F64R512-MultiScale", 12, motion=2.5)[0]
     assert overridden.steps == 12 and overridden.motion == 2.5
-    assert overridden.stages == SampleConfig.preset("f16F64R512").stages
+    assert overridden.stages == SampleConfig.preset("f16F64R512-MultiScale").stages
 
 
 def test_json_node_reads_official_dicts_and_names_bad_json():
     text = ('{"P": ["2x4", [0.075, "2x2"], [0.3, "1x2"]], "step": 70, "ts": 8, "cfg": [12, [0.4, 0]], '
             '"renorm": -1, "motion": 6, "negMotion": [2, [0.05, 6]]}')
-    assert run(LuminaVideoScheduleJSON, text)[0] == SampleConfig.preset("f16F64R512")
+    assert run(LuminaVideoScheduleJSON, text)[0] == SampleConfig.preset("f16F64R512-MultiScale")
     with pytest.raises(ValueError, match="not valid JSON"):
         run(LuminaVideoScheduleJSON, '{"P": "1x2", ')
     with pytest.raises(ValueError, match="unknown keys"):
@@ -175,7 +178,7 @@ def test_json_node_reads_official_dicts_and_names_bad_json():
 
 
 def test_stage_node_chain_equals_the_official_f24_preset():
-    preset = SampleConfig.preset("f24F96R960")
+    preset = SampleConfig.preset("f24F96R960-MultiScale")
     # The official values switch inside patch stages (negMotion at 0.05, cfg at 0.2): one stage node each.
     stages = [{"patch": "2x4", "t_end": 0.03, "cfg": 20.0, "motion": 6.0, "neg_motion": 2.0, "renorm": 2.0},
               {"patch": "2x2", "t_end": 0.05, "cfg": 20.0, "motion": 6.0, "neg_motion": 2.0, "renorm": 2.0},
@@ -210,10 +213,10 @@ def test_stage_node_refuses_a_stage_that_does_not_move_forward():
 
 
 def test_plan_for_the_timeline_counts_calls_per_stage():
-    f24 = plan({"preset": "f24F96R960", "steps": None})
+    f24 = plan({"preset": "f24F96R960-MultiScale", "steps": None})
     assert [(s["patch"], s["calls"]) for s in f24["stages"]] == [("2x4", 30), ("2x2", 24), ("1x2", 15)]
     assert f24["total_calls"] == len(f24["call_times"]) == 69 and f24["call_times"][0] == 0.0
-    assert plan({"official": json.dumps(OFFICIAL_PRESETS["f24F96R960"])}) == f24
+    assert plan({"official": json.dumps(OFFICIAL_PRESETS["f24F96R960-MultiScale"])}) == f24
     assert plan({"preset": "demo", "steps": 10})["total_calls"] == 9
     stages = [{"patch": s["patch"], "t_start": start, "t_end": s["t_end"]}
               for s, start in zip(STAGES, (0.0, 0.3, 0.7))]
@@ -269,7 +272,7 @@ def test_patch_pair_missing_from_the_model_fails_before_any_step(model, captions
     try:
         with pytest.raises(ValueError, match=r"patch pair 2x4 .* not in this model; it has embedders for 1x1, 1x2, "
                                              r"2x2"):
-            run(LuminaVideoSampler, model, positive, negative, latent, SampleConfig.preset("f16F64R512"), 0)
+            run(LuminaVideoSampler, model, positive, negative, latent, SampleConfig.preset("f16F64R512-MultiScale"), 0)
         with pytest.raises(ValueError, match=r"patch pair 1x4 .* not in this model"):
             run(LuminaVideoStageSampler, model, positive, negative, latent, 0, patch="1x4", t_start=0.0, t_end=1.0,
                 steps=STEPS, shift=SHIFT, cfg=0.0, motion=6.0, neg_motion=2.0, renorm=-1.0)
@@ -282,11 +285,15 @@ def test_latent_sizes_that_the_patches_do_not_divide_fail_before_any_step(model,
     positive, negative = captions
     calls, handle = forward_calls(model)
     try:
-        with pytest.raises(ValueError, match=r"latent height 5 is not divisible by patch size 2; use 4 or 6"):
+        with pytest.raises(ValueError, match=r"height 40 is not a positive multiple of 16 pixels .* use 32 or 48"):
             run(LuminaVideoSampler, model, positive, negative, {"samples": torch.zeros(1, 16, 2, 5, 4)}, chain(), 0)
-        with pytest.raises(ValueError, match=r"latent frame count 3 is not divisible by f-patch size 2"):
+        with pytest.raises(ValueError, match=r"frames 9 make 3 latent frames, .* 2x2 stage .* use 8 or 16 frames"):
             run(LuminaVideoSampler, model, positive, negative, {"samples": torch.zeros(1, 16, 3, 4, 4)},
                 SampleConfig.from_official({"P": "2x2", "step": 4}), 0)
+        with pytest.raises(ValueError, match=r"frames 9 make 3 latent frames, .* 2x2 stage .* use 8 or 16 frames"):
+            run(LuminaVideoStageSampler, model, positive, negative, {"samples": torch.zeros(1, 16, 3, 4, 4)}, 0,
+                patch="2x2", t_start=0.0, t_end=1.0, steps=STEPS, shift=SHIFT, cfg=0.0, motion=6.0, neg_motion=2.0,
+                renorm=-1.0)
     finally:
         handle.remove()
     assert calls == []
@@ -301,7 +308,7 @@ def test_caption_width_of_another_text_encoder_is_refused(model, captions, laten
 
 def test_a_batch_repeats_the_prompt_over_its_rows(model, captions):
     positive, negative = captions
-    pair = run(LuminaVideoEmptyLatentVideo, 32, 32, 8, 2)[0]
+    pair = run(LuminaVideoEmptyLatentVideo, CUSTOM_RESOLUTION, 32, 32, 8, 2)[0]
     out = run(LuminaVideoSampler, model, positive, negative, pair, chain(), 3)[0]["samples"]
     assert out.shape == (2, 16, 2, 4, 4) and torch.isfinite(out).all() and not torch.equal(out[:1], out[1:])
 
@@ -335,13 +342,64 @@ def test_interrupt_stops_sampling_at_the_next_step(model, captions, latent):
 
 # -- latents, decode, text, motion --------------------------------------------------------------
 def test_empty_latent_shape_and_size_errors():
-    assert run(LuminaVideoEmptyLatentVideo, 64, 96, 16, 1)[0]["samples"].shape == (1, 16, 4, 12, 8)
-    assert run(LuminaVideoEmptyLatentVideo, 1248, 704, 96, 1)[0]["samples"].shape == (1, 16, 24, 88, 156)
-    assert run(LuminaVideoEmptyLatentVideo, 32, 32, 1, 1)[0]["samples"].shape == (1, 16, 1, 4, 4)
+    custom = CUSTOM_RESOLUTION
+    assert run(LuminaVideoEmptyLatentVideo, custom, 64, 96, 16, 1)[0]["samples"].shape == (1, 16, 4, 12, 8)
+    assert run(LuminaVideoEmptyLatentVideo, custom, 1248, 704, 96, 1)[0]["samples"].shape == (1, 16, 24, 88, 156)
+    assert run(LuminaVideoEmptyLatentVideo, custom, 32, 32, 1, 1)[0]["samples"].shape == (1, 16, 1, 4, 4)
+    official = run(LuminaVideoEmptyLatentVideo, "704x1248 (960p, ~9:16)", 64, 64, 96, 1)[0]  # width/height unused
+    assert official["samples"].shape == (1, 16, 24, 156, 88)
     with pytest.raises(ValueError, match=r"frame count 10 is not valid .* use 9 or 16"):
-        run(LuminaVideoEmptyLatentVideo, 64, 64, 10, 1)
-    with pytest.raises(ValueError, match=r"width 70 is not a positive multiple of 32 .* use 64 or 96"):
-        run(LuminaVideoEmptyLatentVideo, 70, 64, 16, 1)
+        run(LuminaVideoEmptyLatentVideo, custom, 64, 64, 10, 1)
+    with pytest.raises(ValueError, match=r"width 70 is not a positive multiple of 8 .* use 64 or 72"):
+        run(LuminaVideoEmptyLatentVideo, custom, 70, 64, 16, 1)
+    assert LuminaVideoEmptyLatentVideo.validate_inputs("1280x720", 64, 64, 16).startswith(
+        "resolution '1280x720' is not one of the official sizes")
+    combo = next(spec for spec in LuminaVideoEmptyLatentVideo.define_schema().inputs if spec.id == "resolution")
+    assert combo.options[0] == combo.default == custom and "1248x704 (960p, ~16:9)" in combo.options
+
+
+class SizeCheckPassed(Exception):
+    """Raised by the stand-in model and captions as soon as a sampler uses them: its size check has passed."""
+
+
+class Untouchable:
+    def __getattr__(self, name):
+        raise SizeCheckPassed(name)
+
+    def __getitem__(self, key):
+        raise SizeCheckPassed(key)
+
+
+def node_verdict(width, height, frames, schedule):
+    """(node, message) of the nodes' first refusal, or (None, None): Empty Latent Video at queue time (it knows
+    no schedule), then the sampler, before it touches the model or the captions."""
+    verdict = LuminaVideoEmptyLatentVideo.validate_inputs(CUSTOM_RESOLUTION, width, height, frames)
+    if verdict is not True:
+        return "empty latent", verdict
+    latent = run(LuminaVideoEmptyLatentVideo, CUSTOM_RESOLUTION, width, height, frames, 1)[0]
+    config = run(LuminaVideoSchedulePreset, schedule, 0)[0]
+    stand_in = Untouchable()
+    try:
+        run(LuminaVideoSampler, stand_in, stand_in, stand_in, latent, config, 0)
+    except SizeCheckPassed:
+        return None, None
+    except ValueError as error:
+        return "sampler", str(error)
+    raise AssertionError("the sampler finished on a stand-in model")
+
+
+@pytest.mark.parametrize("width, height, frames, schedule, expected", SIZE_TABLE)
+def test_nodes_refuse_what_the_command_line_refuses_in_the_same_words(width, height, frames, schedule, expected):
+    """The shared size table (tests/size_rule.py). What the sampler refuses, it refuses with the command
+    line's exact message; Empty Latent Video refuses only what no schedule can run."""
+    node, message = node_verdict(width, height, frames, schedule)
+    cli_message = cli_verdict(width, height, frames, schedule)
+    if expected is None:
+        assert message is None and cli_message is None, (message, cli_message)
+        return
+    assert expected in message and expected in cli_message, (message, cli_message)
+    if node == "sampler":
+        assert message == cli_message
 
 
 def test_vae_decode_gives_frames_and_a_video():

@@ -31,8 +31,18 @@ def record_batches(model):
     return rows, handle
 
 
+def test_presets_have_the_official_names():
+    """configs/sample/__init__.py of the official repo: the plain name is single-scale (1x2 throughout), the
+    "-MultiScale" one runs 2x4 -> 2x2 -> 1x2; both share the grid and guidance."""
+    assert list(OFFICIAL_PRESETS) == ["f24F96R960-MultiScale", "f16F64R512-MultiScale", "f24F96R960", "f16F64R512"]
+    for name in ("f24F96R960", "f16F64R512"):
+        single, multi = SampleConfig.preset(name), SampleConfig.preset(name + "-MultiScale")
+        assert [s.patch for s in single.stages] == ["1x2"] and [s.patch for s in multi.stages] == ["2x4", "2x2", "1x2"]
+        assert single.to_official() == {**multi.to_official(), "P": "1x2"}
+
+
 def test_from_official_reads_tuples_and_json_lists():
-    as_tuples = SampleConfig.from_official(OFFICIAL_PRESETS["f24F96R960"])
+    as_tuples = SampleConfig.from_official(OFFICIAL_PRESETS["f24F96R960-MultiScale"])
     as_json = SampleConfig.from_official('{"P": ["2x4", [0.03, "2x2"], [0.125, "1x2"]], "step": 70, "ts": 24, '
                                          '"renorm": 2, "cfg": [20, [0.2, 0]], "motion": 6.0, '
                                          '"negMotion": [2.0, [0.05, 6.0]]}')
@@ -57,7 +67,7 @@ def test_bad_official_configs_are_refused(config, message):
 
 
 def test_running_stages_one_at_a_time_equals_one_call_bit_for_bit(tiny_model, noise, captions):
-    config = small(SampleConfig.preset("f24F96R960"), steps=12)
+    config = small(SampleConfig.preset("f24F96R960-MultiScale"), steps=12)
     whole = sample(tiny_model, noise, *captions, config)
     chained = noise
     for part in config.split():
@@ -67,7 +77,7 @@ def test_running_stages_one_at_a_time_equals_one_call_bit_for_bit(tiny_model, no
 
 
 def test_callback_reports_every_step_in_order(tiny_model, noise, captions):
-    config = small(SampleConfig.preset("f16F64R512"), steps=10)
+    config = small(SampleConfig.preset("f16F64R512-MultiScale"), steps=10)
     seen = []
     final = sample(tiny_model, noise, *captions, config, callback=seen.append)
     assert [d["step"] for d in seen] == list(range(9)) and [d["index"] for d in seen] == list(range(9))
@@ -94,7 +104,7 @@ def test_exception_in_callback_stops_sampling_and_leaves_inputs_untouched(tiny_m
             raise KeyboardInterrupt("cancelled")
 
     with pytest.raises(KeyboardInterrupt):
-        sample(tiny_model, noise, *captions, small(SampleConfig.preset("f16F64R512")), callback=cancel)
+        sample(tiny_model, noise, *captions, small(SampleConfig.preset("f16F64R512-MultiScale")), callback=cancel)
     assert calls == [0, 1, 2]
     assert torch.equal(noise, original)
 
@@ -156,12 +166,12 @@ def test_unknown_patch_pair_is_refused_before_any_model_call(tiny_model, noise, 
 def test_indivisible_latent_is_refused_for_the_stage_that_needs_it(tiny_model, captions):
     latent = torch.zeros(1, 4, 4, 10, 32)  # 10 rows: fine for patch 2, not for patch 4
     with pytest.raises(ValueError, match="height 10 is not divisible by patch size 4; use 8 or 12"):
-        sample(tiny_model, latent, *captions, small(SampleConfig.preset("f24F96R960")))
-    sample(tiny_model, latent, *captions, small(SampleConfig.preset("f24F96R960-SingleScale"), steps=3))
+        sample(tiny_model, latent, *captions, small(SampleConfig.preset("f24F96R960-MultiScale")))
+    sample(tiny_model, latent, *captions, small(SampleConfig.preset("f24F96R960"), steps=3))
 
 
 def test_caption_width_and_missing_negative_are_refused(tiny_model, noise, captions):
-    config = small(SampleConfig.preset("f16F64R512"), steps=4)
+    config = small(SampleConfig.preset("f16F64R512-MultiScale"), steps=4)
     wide = caption(1, 8, 64, [8])
     with pytest.raises(ValueError, match="hidden size must be 48"):
         sample(tiny_model, noise, wide, wide, config)
@@ -177,10 +187,10 @@ def test_stages_with_a_gap_are_refused():
 
 
 def test_stage_chain_builds_the_official_schedule():
-    """Appending stages with per-stage guidance reproduces f24F96R960's time-aware values: split where the
+    """Appending stages with per-stage guidance reproduces f24F96R960-MultiScale's time-aware values: split where the
     patch, cfg (t = 0.2) or negative motion (t = 0.05) switch, every model call gets the official patch pair,
     cfg, motion, negative motion and renorm."""
-    official = SampleConfig.from_official({  # the official multi-scale f24F96R960 config
+    official = SampleConfig.from_official({  # the official f24F96R960-MultiScale config
         "P": ["2x4", [0.03, "2x2"], [0.125, "1x2"]], "step": 70, "ts": 24, "renorm": 2,
         "cfg": [20, [0.2, 0]], "motion": 6.0, "negMotion": [2.0, [0.05, 6.0]]})
     first = SampleConfig(stages=(Stage(4, 2, 0.0, 0.03),), steps=70, shift=24.0, cfg=20, motion=6.0,

@@ -72,7 +72,7 @@ def test_official_patch_schedule_becomes_stages_and_back():
 
 
 def test_stage_step_counts_on_the_official_960p_grid():
-    """DESIGN.md: f24F96R960 (70 steps, ts 24) makes 30 / 24 / 15 calls at 2x4 / 2x2 / 1x2."""
+    """DESIGN.md: f24F96R960-MultiScale (70 steps, ts 24) makes 30 / 24 / 15 calls at 2x4 / 2x2 / 1x2."""
     grid = time_grid(70, 24.0)
     counts = [s.steps_on(grid) for s in stages_from_patch_schedule(("2x4", (0.03, "2x2"), (0.125, "1x2")))]
     assert counts == [30, 24, 15]

@@ -9,7 +9,7 @@ the exact names the workflows reference (a NextDiT with the official patch pairs
 tokenizer, a CogVideoX VAE folder) and a short reference clip in its input folder. Each workflow is
 converted to the API format with the server's /object_info; the unmodified prompt must pass /prompt
 validation, and a size-reduced copy must run on CPU to saved frames and a video. The hand-built stage
-chain must give exactly the frames of the one-node f24F96R960 preset run.
+chain must give exactly the frames of the one-node f24F96R960-MultiScale preset run.
 """
 
 import json
@@ -37,12 +37,11 @@ from comfy_host import (
 from PIL import Image
 
 from lumina_core.demo import DEMO_SCHEDULE
-from lumina_core.model import PRESETS, NextDiT, check_latent_size
+from lumina_core.model import PRESETS, NextDiT
 from lumina_core.motion import motion_score
-from lumina_core.pipeline import check_pixel_size
 from lumina_core.sampling import SampleConfig
-from lumina_core.schedule import parse_patch
-from lumina_core.vae import latent_count_for_frames
+from lumina_core.schedule import Stage, parse_patch
+from lumina_core.sizes import CUSTOM_RESOLUTION, check_video_size, resolution_size
 
 WORKFLOW_DIR = ROOT / "example_workflows"
 WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
@@ -121,20 +120,20 @@ def test_note_says_which_files_go_where(path):
 
 @by_name
 def test_video_size_fits_every_schedule_it_uses(path):
-    """What the nodes check at run time, checked here for the full-size (never executed) settings."""
+    """What the nodes check at queue and run time (lumina_core.sizes), checked here for the full-size (never
+    executed) settings. An official resolution keeps width and height equal to it, for the reduced runs."""
     workflow = load(path)
     (latent,) = nodes_of(workflow, "LuminaVideoEmptyLatentVideo")
-    width, height, frames, _ = latent["widgets_values"]
-    check_pixel_size(width, height, 32)
-    size = (latent_count_for_frames(frames), height // 8, width // 8)
-    patches = [parse_patch(node["widgets_values"][2]) for node in nodes_of(workflow, "LuminaVideoStageSampler")]
+    resolution, width, height, frames, _ = latent["widgets_values"]
+    assert resolution_size(resolution, width, height) == (width, height)
+    schedules = [SampleConfig(stages=(Stage(*parse_patch(node["widgets_values"][2]), 0.0, 1.0),))
+                 for node in nodes_of(workflow, "LuminaVideoStageSampler")]
     for node in nodes_of(workflow, "LuminaVideoSchedulePreset"):
         preset = node["widgets_values"][0]
-        config = (SampleConfig.from_official(DEMO_SCHEDULE) if preset == "demo" else SampleConfig.preset(preset))
-        patches += [(stage.patch_size, stage.f_patch_size) for stage in config.stages]
-    assert patches
-    for patch_size, f_patch_size in patches:
-        check_latent_size(size, patch_size, f_patch_size)
+        schedules.append(SampleConfig.from_official(DEMO_SCHEDULE) if preset == "demo" else SampleConfig.preset(preset))
+    assert schedules
+    for config in schedules:
+        check_video_size(width, height, frames, config)
 
 
 # --------------------------------------------------------------------------- host: tiny stand-in files
@@ -265,8 +264,8 @@ def reduced(prompt: dict) -> dict:
     for node in prompt.values():
         if node["class_type"] == "LuminaVideoEmptyLatentVideo":
             inputs = node["inputs"]
-            inputs.update(width=min(inputs["width"], 64), height=min(inputs["height"], 64),
-                          frames=min(inputs["frames"], 16))
+            inputs.update(resolution=CUSTOM_RESOLUTION, width=min(inputs["width"], 64),
+                          height=min(inputs["height"], 64), frames=min(inputs["frames"], 16))
     return prompt
 
 
@@ -298,8 +297,8 @@ def test_reduced_prompt_runs_to_frames_and_a_video(server, runs, path):
     assert_success(entry)
     workflow = load(path)
     (latent,) = nodes_of(workflow, "LuminaVideoEmptyLatentVideo")
-    frames = min(latent["widgets_values"][2], 16)
-    side = min(latent["widgets_values"][0], 64)
+    frames = min(latent["widgets_values"][3], 16)
+    side = min(latent["widgets_values"][1], 64)
     outputs = {node["type"]: entry["outputs"].get(str(node["id"]), {}) for node in workflow["nodes"]}
     if frames == 1:
         (image,) = output_frames(server, outputs["SaveImage"]["images"])
