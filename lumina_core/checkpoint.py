@@ -41,6 +41,9 @@ EXPECTED = ("a Lumina-Video Multi-scale Next-DiT checkpoint (keys such as 'all_x
 REQUIRED_KEYS = ("pad_token", "t_embedder.mlp.0.weight", "motion_embedder.mlp.0.weight", "cap_embedder.0.weight",
                  "cap_embedder.1.weight", "layers.0.attention.gate", "layers.0.attention.wq.weight",
                  "layers.0.attention.wk.weight", "layers.0.feed_forward.w1.weight")
+# Tensors whose shapes give the architecture, and their number of dimensions (the patch embedders: 2).
+SHAPE_RANKS = {"pad_token": 1, "layers.0.attention.gate": 1, "layers.0.attention.wk.weight": 2,
+               "cap_embedder.0.weight": 1, "layers.0.feed_forward.w1.weight": 2}
 SAFETENSORS_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
@@ -205,6 +208,11 @@ def check_keys(shapes: dict, source: Path) -> None:
         sample = ", ".join(sorted(shapes)[:5]) or "no tensors at all"
         raise CheckpointError(f"{source} is not {EXPECTED}: {len(shapes)} tensors were found ({sample}...), "
                               f"missing {', '.join(missing) or 'all_x_embedder.P-F.weight'}")
+    for key, rank in [*SHAPE_RANKS.items(), *((key, 2) for key in embedders)]:
+        if len(shapes[key]) != rank or 0 in shapes[key]:
+            raise CheckpointError(f"{source}: tensor {key!r} has shape {list(shapes[key])}; expected a {rank}-D shape "
+                                  "with no zero-size dimension, as in every Next-DiT. The file is damaged or not a "
+                                  "Lumina-Video checkpoint")
 
 
 def infer_config(shapes: dict, hints: Optional[dict] = None) -> NextDiTConfig:
@@ -273,7 +281,13 @@ def read_config(path: str | os.PathLike) -> NextDiTConfig:
     check_keys(shapes, weights)
     if args_file is not None:
         hints = {**read_model_args(args_file), **hints}
-    return infer_config(shapes, hints)
+    try:
+        return infer_config(shapes, hints)
+    except CheckpointError:
+        raise
+    except (ArithmeticError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{weights}: its tensor shapes and config do not make a valid Next-DiT ({error}); "
+                              f"the file is damaged or not {EXPECTED}") from None
 
 
 def _metadata_config(metadata: dict, source: Path) -> dict:
@@ -282,7 +296,7 @@ def _metadata_config(metadata: dict, source: Path) -> dict:
         return {}
     try:
         values = json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         raise CheckpointError(f"{source}: the '{CONFIG_METADATA_KEY}' metadata is not JSON") from None
     if not isinstance(values, dict):
         raise CheckpointError(f"{source}: the '{CONFIG_METADATA_KEY}' metadata is not a JSON object")
@@ -330,6 +344,9 @@ def _assign(model: NextDiT, name: str, tensor: torch.Tensor) -> None:
     if tuple(current.shape) != tuple(tensor.shape):
         raise CheckpointError(f"tensor {name!r} has shape {tuple(tensor.shape)}; the model expects "
                               f"{tuple(current.shape)}")
+    if not tensor.is_floating_point():
+        raise CheckpointError(f"tensor {name!r} has dtype {tensor.dtype}; Next-DiT weights are floating point. "
+                              "Store them as F32, F16 or BF16")
     setattr(module, attr, torch.nn.Parameter(tensor, requires_grad=False))
 
 

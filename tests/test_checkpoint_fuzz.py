@@ -123,3 +123,17 @@ def test_malformed_json_is_refused(tmp_path, content, problem):
 def test_trailing_bytes_are_refused(tmp_path, original):
     message = refusal(tmp_path, original + b"junk")
     assert f"has 4 bytes after tensor {LAST!r}" in message
+
+
+def test_integer_tensor_where_the_model_has_floats_is_refused(tmp_path, original):
+    message = refusal(tmp_path, edited(original, WQ, dtype="I32"))
+    assert f"tensor {WQ!r} has dtype torch.int32; Next-DiT weights are floating point" in message
+
+
+@pytest.mark.parametrize("name, shape, problem", [
+    ("pad_token", [1, 96], "tensor 'pad_token' has shape [1, 96]; expected a 1-D shape"),
+    ("all_x_embedder.2-1.weight", [1536], "tensor 'all_x_embedder.2-1.weight' has shape [1536]; expected a 2-D"),
+    ("layers.0.attention.wk.weight", [2, 2304], "shapes and config do not make a valid Next-DiT (integer modulo"),
+])
+def test_shapes_that_give_no_architecture_are_refused(tmp_path, original, name, shape, problem):
+    assert problem in refusal(tmp_path, edited(original, name, shape=shape))
