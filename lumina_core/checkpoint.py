@@ -8,7 +8,9 @@ Accepted inputs:
 - a single ``.pth``/``.pt`` file, read with ``weights_only=True`` only.
 
 Safetensors are streamed tensor by tensor straight into the model's storage (the model is built
-on the meta device first), so loading needs about one copy of the weights in memory.
+on the meta device first), so loading needs about one copy of the weights in memory. The header is
+validated completely before any tensor is read (as the safetensors library validates it); a damaged
+file is a CheckpointError naming the tensor and the problem.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import pickle
 import re
@@ -38,12 +41,16 @@ EXPECTED = ("a Lumina-Video Multi-scale Next-DiT checkpoint (keys such as 'all_x
 REQUIRED_KEYS = ("pad_token", "t_embedder.mlp.0.weight", "motion_embedder.mlp.0.weight", "cap_embedder.0.weight",
                  "cap_embedder.1.weight", "layers.0.attention.gate", "layers.0.attention.wq.weight",
                  "layers.0.attention.wk.weight", "layers.0.feed_forward.w1.weight")
+# Tensors whose shapes give the architecture, and their number of dimensions (the patch embedders: 2).
+SHAPE_RANKS = {"pad_token": 1, "layers.0.attention.gate": 1, "layers.0.attention.wk.weight": 2,
+               "cap_embedder.0.weight": 1, "layers.0.feed_forward.w1.weight": 2}
 SAFETENSORS_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
     "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
 }
-MAX_HEADER_BYTES = 100 * 1024 * 1024
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # as in the safetensors library
+DAMAGED = "the file is damaged; download or copy it again"
 
 
 class CheckpointError(ValueError):
@@ -51,34 +58,88 @@ class CheckpointError(ValueError):
 
 
 # -- safetensors, streamed --------------------------------------------------------------------
+def _brief(value) -> str:
+    """repr of a header value, shortened (a damaged header can hold huge lists and strings)."""
+    text = repr(value)
+    return text if len(text) <= 120 else f"{text[:100]}... ({len(text)} characters)"
+
+
+def _is_index(value) -> bool:
+    return type(value) is int and 0 <= value < 2**63
+
+
+def _tensor_span(path: Path, name: str, entry) -> tuple[int, int]:
+    """(begin, end) data offsets of one header entry, checked against its dtype and shape."""
+    if not isinstance(entry, dict):
+        raise CheckpointError(f"{path}: tensor {name!r} has the header entry {_brief(entry)}; expected an object "
+                              f"with dtype, shape and data_offsets; {DAMAGED}")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(dtype, str) or dtype not in SAFETENSORS_DTYPES:
+        raise CheckpointError(f"{path}: tensor {name!r} has dtype {_brief(dtype)}, which this loader does not read "
+                              f"(supported: {', '.join(SAFETENSORS_DTYPES)})")
+    if not isinstance(shape, list) or not all(_is_index(size) for size in shape):
+        raise CheckpointError(f"{path}: tensor {name!r} has shape {_brief(shape)}; expected a list of integers "
+                              f"from 0 to 2**63 - 1; {DAMAGED}")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_index(offset) for offset in offsets):
+        raise CheckpointError(f"{path}: tensor {name!r} has data_offsets {_brief(offsets)}; expected [begin, end], "
+                              f"two integers from 0 to 2**63 - 1; {DAMAGED}")
+    begin, end = offsets
+    if begin > end:
+        raise CheckpointError(f"{path}: tensor {name!r} has data_offsets [{begin}, {end}]: begin is after end "
+                              f"(begin must be <= end); {DAMAGED}")
+    nbytes = math.prod(shape) * SAFETENSORS_DTYPES[dtype].itemsize
+    if end - begin != nbytes:
+        raise CheckpointError(f"{path}: tensor {name!r} is {dtype} of shape {shape} ({nbytes} bytes) but its "
+                              f"data_offsets [{begin}, {end}] hold {end - begin} bytes (dtype, shape and offsets "
+                              f"must agree); {DAMAGED}")
+    return begin, end
+
+
 def read_safetensors_header(path: Path) -> tuple[dict, dict, int]:
-    """(tensor entries, metadata, data start offset) of a safetensors file, validated against its size."""
+    """(tensor entries, metadata, data start offset) of a safetensors file, validated as the safetensors
+    library does: a sane header length, a JSON object, string metadata, for every tensor a supported
+    dtype, a shape and offsets that agree, and byte ranges that tile the data area exactly (no overlap,
+    no hole, ending at the end of the file). Any violation is a CheckpointError naming the tensor."""
     size = path.stat().st_size
     with open(path, "rb") as handle:
         prefix = handle.read(8)
         if len(prefix) < 8:
             raise CheckpointError(f"{path} is {size} bytes long: too short to be a safetensors file; expected {EXPECTED}")
         header_len = int.from_bytes(prefix, "little")
-        if header_len > min(MAX_HEADER_BYTES, size - 8):
-            raise CheckpointError(f"{path} does not start with a valid safetensors header (header length "
-                                  f"{header_len} for a {size}-byte file); it is truncated or not safetensors")
-        try:
-            header = json.loads(handle.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise CheckpointError(f"{path} has an unreadable safetensors header; the file is damaged "
-                                  "or not safetensors") from None
+        limit = min(MAX_HEADER_BYTES, size - 8)
+        if header_len > limit:
+            raise CheckpointError(f"{path} does not start with a valid safetensors header: its header length is "
+                                  f"{header_len} bytes, at most {limit} for a {size}-byte file; it is truncated or "
+                                  "not safetensors")
+        raw = handle.read(header_len)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise CheckpointError(f"{path} has an unreadable safetensors header ({error}); the file is damaged or "
+                              "not safetensors") from None
     if not isinstance(header, dict):
-        raise CheckpointError(f"{path} has a safetensors header that is not a JSON object")
-    metadata = header.pop("__metadata__", None) or {}
-    data_start = 8 + header_len
-    for name, entry in header.items():
-        if entry.get("dtype") not in SAFETENSORS_DTYPES:
-            raise CheckpointError(f"{path}: tensor {name!r} has dtype {entry.get('dtype')!r}, which this loader "
-                                  f"does not read (supported: {', '.join(SAFETENSORS_DTYPES)})")
-        begin, end = entry["data_offsets"]
+        raise CheckpointError(f"{path} has a safetensors header that is a JSON {type(header).__name__}; expected "
+                              "a JSON object. The file is damaged or not safetensors")
+    metadata = header.pop("__metadata__", None)
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(f"{path}: the safetensors __metadata__ is {_brief(metadata)}; expected an object "
+                              f"of strings; {DAMAGED}")
+    spans = sorted((*_tensor_span(path, name, entry), name) for name, entry in header.items())
+    data_start, cursor, last = 8 + header_len, 0, "the header"
+    for begin, end, name in spans:
+        if begin != cursor:
+            problem = "overlaps" if begin < cursor else f"leaves a hole of {begin - cursor} bytes after"
+            raise CheckpointError(f"{path}: tensor {name!r} starts at data offset {begin}, which {problem} {last} "
+                                  f"(ending at data offset {cursor}); tensors are stored back to back, so {DAMAGED}")
         if data_start + end > size:
             raise CheckpointError(f"{path} is truncated: tensor {name!r} ends at byte {data_start + end} but the "
                                   f"file has {size} bytes; download or copy it again")
+        cursor, last = end, f"tensor {name!r}"
+    if data_start + cursor != size:
+        raise CheckpointError(f"{path} has {size - data_start - cursor} bytes after {last}, which ends at byte "
+                              f"{data_start + cursor}; a safetensors file ends with its last tensor, so {DAMAGED}")
     return header, metadata, data_start
 
 
@@ -147,6 +208,11 @@ def check_keys(shapes: dict, source: Path) -> None:
         sample = ", ".join(sorted(shapes)[:5]) or "no tensors at all"
         raise CheckpointError(f"{source} is not {EXPECTED}: {len(shapes)} tensors were found ({sample}...), "
                               f"missing {', '.join(missing) or 'all_x_embedder.P-F.weight'}")
+    for key, rank in [*SHAPE_RANKS.items(), *((key, 2) for key in embedders)]:
+        if len(shapes[key]) != rank or 0 in shapes[key]:
+            raise CheckpointError(f"{source}: tensor {key!r} has shape {list(shapes[key])}; expected a {rank}-D shape "
+                                  "with no zero-size dimension, as in every Next-DiT. The file is damaged or not a "
+                                  "Lumina-Video checkpoint")
 
 
 def infer_config(shapes: dict, hints: Optional[dict] = None) -> NextDiTConfig:
@@ -215,7 +281,13 @@ def read_config(path: str | os.PathLike) -> NextDiTConfig:
     check_keys(shapes, weights)
     if args_file is not None:
         hints = {**read_model_args(args_file), **hints}
-    return infer_config(shapes, hints)
+    try:
+        return infer_config(shapes, hints)
+    except CheckpointError:
+        raise
+    except (ArithmeticError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{weights}: its tensor shapes and config do not make a valid Next-DiT ({error}); "
+                              f"the file is damaged or not {EXPECTED}") from None
 
 
 def _metadata_config(metadata: dict, source: Path) -> dict:
@@ -224,7 +296,7 @@ def _metadata_config(metadata: dict, source: Path) -> dict:
         return {}
     try:
         values = json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         raise CheckpointError(f"{source}: the '{CONFIG_METADATA_KEY}' metadata is not JSON") from None
     if not isinstance(values, dict):
         raise CheckpointError(f"{source}: the '{CONFIG_METADATA_KEY}' metadata is not a JSON object")
@@ -272,6 +344,9 @@ def _assign(model: NextDiT, name: str, tensor: torch.Tensor) -> None:
     if tuple(current.shape) != tuple(tensor.shape):
         raise CheckpointError(f"tensor {name!r} has shape {tuple(tensor.shape)}; the model expects "
                               f"{tuple(current.shape)}")
+    if not tensor.is_floating_point():
+        raise CheckpointError(f"tensor {name!r} has dtype {tensor.dtype}; Next-DiT weights are floating point. "
+                              "Store them as F32, F16 or BF16")
     setattr(module, attr, torch.nn.Parameter(tensor, requires_grad=False))
 
 
