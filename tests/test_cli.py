@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import av
 import pytest
@@ -11,6 +12,8 @@ from PIL import Image
 
 from lumina_core import cli, demo
 from size_rule import SIZE_TABLE, cli_verdict
+
+ROOT = Path(__file__).resolve().parents[1]  # the CLI runs from the repository, as the README says
 
 
 def test_generate_writes_mp4_and_contact_sheet(tmp_path):
