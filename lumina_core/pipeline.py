@@ -11,9 +11,8 @@ import torch
 from .sampling import SampleConfig, check_runnable, sample, seeded_noise
 from .sizes import check_video_size
 from .text import encode_prompts
-from .vae import SPATIAL_COMPRESSION, decode, latent_count_for_frames
+from .vae import LATENT_CHANNELS, SPATIAL_COMPRESSION, decode, latent_count_for_frames
 
-LATENT_CHANNELS = 16
 
 
 @dataclass(frozen=True)

@@ -270,15 +270,17 @@ def _memory_saving(vae: AutoencoderKLCogVideoX, plan: MemoryPlan) -> Iterator[No
 # ---------------------------------------------------------------------------------------------
 
 
-def decode(vae: AutoencoderKLCogVideoX, latents: torch.Tensor, tiled: bool | None = None) -> torch.Tensor:
+def decode(vae: AutoencoderKLCogVideoX, latents: torch.Tensor, tiled: bool | None = None,
+           scaling_factor: float = SCALING_FACTOR) -> torch.Tensor:
     """Latents [B,16,T,h,w] (scaled by s) -> frames [B,F,8h,8w,3] float32 in [0,1].
 
     F = ``frame_count_for_latents(T)``. Runs in the VAE's dtype and device; the frames come back
     on the latents' device. ``tiled``: None = automatic (see ``memory_plan``), True/False forces.
+    ``scaling_factor`` 1.0 decodes raw (unscaled) latents, as ComfyUI's LATENT holds them.
     """
     _check_latents(vae, latents)
     batch, _, _, height, width = latents.shape
-    z = (latents.float() / SCALING_FACTOR).to(device=vae.device, dtype=vae.dtype)
+    z = (latents.float() / scaling_factor).to(device=vae.device, dtype=vae.dtype)
     with torch.no_grad(), _memory_saving(vae, memory_plan(batch, height, width, tiled)):
         video = vae.decode(z).sample
     # Older diffusers keep the causal conv cache inside the modules; the official code clears it.
@@ -289,11 +291,13 @@ def decode(vae: AutoencoderKLCogVideoX, latents: torch.Tensor, tiled: bool | Non
     return rearrange(frames, "b c f h w -> b f h w c").to(latents.device)
 
 
-def encode(vae: AutoencoderKLCogVideoX, frames: torch.Tensor, tiled: bool | None = None) -> torch.Tensor:
+def encode(vae: AutoencoderKLCogVideoX, frames: torch.Tensor, tiled: bool | None = None,
+           scaling_factor: float = SCALING_FACTOR) -> torch.Tensor:
     """Frames [B,F,H,W,3] in [0,1] -> latents [B,16,T,H/8,W/8] float32, scaled by s.
 
     Uses the posterior mode (deterministic), as the official code does for video-to-video and
     training. T = ``latent_count_for_frames(F)``; the latents come back on the frames' device.
+    ``scaling_factor`` 1.0 returns raw latents, as ComfyUI's LATENT holds them.
     """
     _check_frames(frames)
     batch, _, height, width, _ = frames.shape
@@ -301,7 +305,7 @@ def encode(vae: AutoencoderKLCogVideoX, frames: torch.Tensor, tiled: bool | None
     plan = memory_plan(batch, height // SPATIAL_COMPRESSION, width // SPATIAL_COMPRESSION, tiled)
     with torch.no_grad(), _memory_saving(vae, plan):
         latents = vae.encode(x).latent_dist.mode()
-    return (latents.float() * SCALING_FACTOR).to(frames.device)
+    return (latents.float() * scaling_factor).to(frames.device)
 
 
 def _check_latents(vae: AutoencoderKLCogVideoX, latents: torch.Tensor) -> None:

@@ -11,7 +11,8 @@ from .loaders import (
     LuminaVideoTextEncoderLoader,
     LuminaVideoVAELoader,
 )
-from .motion import LuminaVideoMotionScore, LuminaVideoMotionScoreFromVideo
+from .guidance import LuminaVideoGuider, LuminaVideoModelSchedule, LuminaVideoSigmas
+from .motion import LuminaVideoMotionConditioning, LuminaVideoMotionScore, LuminaVideoMotionScoreFromVideo
 from .sampler import LuminaVideoSampler, LuminaVideoStageSampler
 from .schedule import (
     LuminaVideoScheduleJSON,
@@ -19,7 +20,7 @@ from .schedule import (
     LuminaVideoScheduleStage,
 )
 from .text import LuminaVideoTextEncode
-from .video import LuminaVideoEmptyLatentVideo, LuminaVideoVAEDecode
+from .video import LuminaVideoEmptyLatentVideo, LuminaVideoVAEDecode, LuminaVideoVAEEncode
 
 NODES: list[type[io.ComfyNode]] = [
     LuminaVideoModelLoader,
@@ -28,13 +29,18 @@ NODES: list[type[io.ComfyNode]] = [
     LuminaVideoTextEncode,
     LuminaVideoMotionScore,
     LuminaVideoMotionScoreFromVideo,
+    LuminaVideoMotionConditioning,
     LuminaVideoSchedulePreset,
     LuminaVideoScheduleJSON,
     LuminaVideoScheduleStage,
     LuminaVideoEmptyLatentVideo,
     LuminaVideoSampler,
     LuminaVideoStageSampler,
+    LuminaVideoModelSchedule,
+    LuminaVideoSigmas,
+    LuminaVideoGuider,
     LuminaVideoVAEDecode,
+    LuminaVideoVAEEncode,
 ]
 
 

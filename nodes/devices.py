@@ -1,5 +1,6 @@
-"""Devices and dtypes of the components, and loading them through ComfyUI's model management
-(so --cpu, --lowvram and model unloading between runs apply to them like to ComfyUI's models)."""
+"""Devices and dtypes of the text encoder and the VAE (Hugging Face modules), loaded through ComfyUI's model
+management so --cpu and unloading between runs apply to them. They load whole: ComfyUI streams only layers
+built from its own operations, which the Lumina-Video transformer is (see native.py), these are not."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The pack's ComfyUI socket types and the objects that travel through them."""
+"""The pack's own ComfyUI socket types and the objects that travel through them. The model, its
+conditioning, latents, sigmas and guiders use ComfyUI's core types (MODEL, CONDITIONING, LATENT, SIGMAS,
+GUIDER); only what core has no type for is the pack's: the Gemma-2 text encoder bundle, the patch schedule
+and the CogVideoX VAE."""
 
 from __future__ import annotations
 
@@ -7,14 +10,8 @@ from dataclasses import dataclass
 import torch
 from comfy_api.latest import io
 
-Model = io.Custom("LUMINA_VIDEO_MODEL")
-"""A comfy ModelPatcher whose ``.model`` is a lumina_core NextDiT."""
-
 TextEncoder = io.Custom("LUMINA_VIDEO_TEXT_ENCODER")
 """A :class:`TextEncoderBundle`."""
-
-Conditioning = io.Custom("LUMINA_VIDEO_CONDITIONING")
-"""``{"feats": [1, L, D] caption features, "mask": [1, L] (1 = token)}``."""
 
 Schedule = io.Custom("LUMINA_VIDEO_SCHEDULE")
 """A lumina_core.sampling.SampleConfig."""

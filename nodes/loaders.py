@@ -4,6 +4,7 @@ ComfyUI's model folders or as the built-in demo components."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import comfy.model_management
 import torch
@@ -11,12 +12,15 @@ from comfy_api.latest import io
 
 from ..lumina_core import demo
 from ..lumina_core.checkpoint import OFFICIAL_WEIGHT_FILES, load_model
-from ..lumina_core.model import ATTENTION_BACKENDS
+from ..lumina_core.sampling import SampleConfig
+from ..lumina_core.schedule import Stage
 from ..lumina_core.text import load_text_encoder
 from ..lumina_core.vae import load_vae
 from . import io_types
-from .devices import DEFAULT, WEIGHT_DTYPES, dtype_for, patcher
+from .devices import DEFAULT, dtype_for, patcher
 from .model_files import DEMO, choices, missing_file_message, model_folders, resolve
+from .native import WEIGHT_DTYPES, native_model
+from .schedule import DEMO_PRESET, preset_config
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +29,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 VAE_FOLDER_FILES = ("config.json",)
 SAME_FOLDER = "(from the text encoder folder)"
 
+DEFAULT_SCHEDULE = SampleConfig.preset("f24F96R960-MultiScale")
 DTYPE_TOOLTIP = ("Weight dtype. default: bf16 on GPUs that compute it natively (the official inference dtype), "
                  "fp32 on CPU.")
 
@@ -39,6 +44,16 @@ def _demo_components() -> demo.DemoComponents:
         return demo.load_demo()
 
 
+def default_schedule(model) -> SampleConfig:
+    """The schedule a freshly loaded model runs under core samplers until one is attached: the demo's for
+    the demo model, the official f24F96R960-MultiScale where the model has its patch pairs, else its finest
+    patch pair on the official grid."""
+    if all(model.has_patch(stage.patch_size, stage.f_patch_size) for stage in DEFAULT_SCHEDULE.stages):
+        return DEFAULT_SCHEDULE
+    patch_size, f_patch_size = min(model.config.patch_pairs, key=lambda pair: pair[0] ** 2 * pair[1])
+    return replace(DEFAULT_SCHEDULE, stages=(Stage(patch_size, f_patch_size),), name="")
+
+
 class LuminaVideoModelLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -46,20 +61,22 @@ class LuminaVideoModelLoader(io.ComfyNode):
             node_id="LuminaVideoModelLoader",
             display_name="Lumina-Video Model Loader",
             category="Lumina-Video/loaders",
-            description="Loads a Lumina-Video Multi-scale Next-DiT from models/diffusion_models: an official folder "
-                        "(consolidated.00-of-01.safetensors + model_args.pth) or a single .safetensors/.pth file.",
+            description="Loads a Lumina-Video Multi-scale Next-DiT from models/diffusion_models (an official folder "
+                        "with consolidated.00-of-01.safetensors + model_args.pth, or one .safetensors/.pth file) as "
+                        "a ComfyUI MODEL: core samplers, LoRA loaders, caches, --lowvram/--novram partial loading "
+                        "and fp8 storage apply to it. Under core samplers it runs the demo schedule (demo model) or "
+                        "f24F96R960-MultiScale until Lumina-Video Model Schedule attaches another.",
             inputs=[
                 io.Combo.Input("model_name", options=choices("diffusion_models", OFFICIAL_WEIGHT_FILES,
                                                              (".safetensors", ".pth", ".pt")),
                                tooltip="Checkpoint file or official checkpoint folder in models/diffusion_models. "
                                        f"'{DEMO}' is a small built-in model that needs no file."),
-                io.Combo.Input("weight_dtype", options=[DEFAULT, *WEIGHT_DTYPES], default=DEFAULT,
-                               tooltip=DTYPE_TOOLTIP),
-                io.Combo.Input("attention", options=list(ATTENTION_BACKENDS), default="sdpa",
-                               tooltip="sdpa: torch scaled_dot_product_attention (fast). reference: explicit float32 "
-                                       "softmax (slow; for checking numbers)."),
+                io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="default",
+                               tooltip="How the weights are stored. default: ComfyUI's choice for the device (bf16 "
+                                       "on GPUs that compute it, fp32 on CPU). fp8_*: half of bf16's memory, computed "
+                                       "in the device's dtype (fp8_e4m3fn_fast also computes in fp8 where supported)."),
             ],
-            outputs=[io_types.Model.Output(display_name="model")],
+            outputs=[io.Model.Output(display_name="model")],
         )
 
     @classmethod
@@ -68,17 +85,13 @@ class LuminaVideoModelLoader(io.ComfyNode):
                                     "the Lumina-Video checkpoint (file, or official folder with consolidated.00-of-01)")
 
     @classmethod
-    def execute(cls, model_name, weight_dtype, attention) -> io.NodeOutput:
-        load_device = comfy.model_management.get_torch_device()
-        offload_device = comfy.model_management.unet_offload_device()
-        dtype = dtype_for(weight_dtype, load_device)
+    def execute(cls, model_name, weight_dtype) -> io.NodeOutput:
         if model_name == DEMO:
-            model = _demo_components().transformer.to(device=offload_device, dtype=dtype)
+            model, schedule = _demo_components().transformer, preset_config(DEMO_PRESET)
         else:
-            path = resolve("diffusion_models", model_name, OFFICIAL_WEIGHT_FILES)
-            model = load_model(path, dtype=dtype, device=offload_device)
-        model.set_attention_backend(attention)
-        return io.NodeOutput(patcher(model, load_device, offload_device))
+            model = load_model(resolve("diffusion_models", model_name, OFFICIAL_WEIGHT_FILES))
+            schedule = default_schedule(model)
+        return io.NodeOutput(native_model(model, schedule, weight_dtype))
 
 
 class LuminaVideoTextEncoderLoader(io.ComfyNode):

@@ -1,10 +1,11 @@
-"""Motion score nodes: a typed value, or one measured from frames by optical flow."""
+"""Motion score nodes: a typed value, one measured from frames by optical flow, or one given to a conditioning."""
 
 from __future__ import annotations
 
 from comfy_api.latest import io
 
 from ..lumina_core.motion import motion_score
+from .native import with_motion
 
 MOTION_TOOLTIP = ("Motion score: mean optical-flow magnitude the video should have (higher = more motion). Negative "
                   "= no motion condition. Official values: 6 for the positive branch, 2 for the negative one.")
@@ -47,3 +48,31 @@ class LuminaVideoMotionScoreFromVideo(io.ComfyNode):
     @classmethod
     def execute(cls, images, fps) -> io.NodeOutput:
         return io.NodeOutput(motion_score(images.cpu().numpy(), fps=fps))
+
+
+class LuminaVideoMotionConditioning(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LuminaVideoMotionConditioning",
+            display_name="Lumina-Video Motion Conditioning",
+            category="Lumina-Video/motion",
+            description="Gives a conditioning its own motion score, which wins over the schedule's: for core samplers "
+                        "(KSampler...) and per-row control. Optionally switches to another value from a time t on, as "
+                        "the official negative motion does (2, then 6 from t = 0.05).",
+            inputs=[
+                io.Conditioning.Input("conditioning", tooltip="From Lumina-Video Text Encode."),
+                io.Float.Input("motion", default=6.0, min=-1.0, max=100.0, step=0.1, tooltip=MOTION_TOOLTIP),
+                io.Float.Input("switch_t", default=1.0, min=0.0, max=1.0, step=0.001,
+                               tooltip="From this t on (0 = noise, 1 = finished video) the motion becomes "
+                                       "'motion_after'. 1 = never switch."),
+                io.Float.Input("motion_after", default=6.0, min=-1.0, max=100.0, step=0.1,
+                               tooltip="Motion score from switch_t on."),
+            ],
+            outputs=[io.Conditioning.Output(display_name="conditioning")],
+        )
+
+    @classmethod
+    def execute(cls, conditioning, motion, switch_t, motion_after) -> io.NodeOutput:
+        value = float(motion) if switch_t >= 1.0 else (float(motion), (float(switch_t), float(motion_after)))
+        return io.NodeOutput(with_motion(conditioning, value))

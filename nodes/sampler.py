@@ -3,6 +3,8 @@ gives the same latent as one whole-schedule run, bit for bit (same seed, grid an
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import comfy.model_management
 import comfy.utils
 import torch
@@ -12,8 +14,9 @@ from PIL import Image
 
 from ..lumina_core.sampling import SampleConfig, check_runnable, sample, seeded_noise
 from ..lumina_core.sizes import check_latent_video_size
+from ..lumina_core.vae import SCALING_FACTOR
 from . import io_types
-from .devices import loaded
+from .native import MOTION_KEY, lumina_video_model
 from .schedule import (
     grid_inputs,
     guidance_inputs,
@@ -23,18 +26,27 @@ from .schedule import (
 )
 
 STAGE_END = "lumina_video_stage_end"
-"""Key of a sampler's LATENT output: {"t", "steps", "shift"}, where on which grid the latent stands."""
+"""Key of a sampler's LATENT output: {"t", "steps", "shift", "latent"}: where on which grid the latent stands, and
+the latent in the model's scaled space (LATENT["samples"] holds it unscaled, as ComfyUI's latents are), so a
+following stage continues from exactly the same numbers."""
 TOOLTIPS = {
-    "model": "From Lumina-Video Model Loader.",
-    "positive": "Caption features of the prompt (Lumina-Video Text Encode).",
-    "negative": "Caption features of the negative prompt (used where cfg > 0).",
+    "model": "From Lumina-Video Model Loader (LoRA, cache and other MODEL patches may sit in between).",
+    "positive": "Conditioning of the prompt (Lumina-Video Text Encode).",
+    "negative": "Conditioning of the negative prompt (used where cfg > 0).",
     "seed": "Seed of the starting noise (a CPU generator, so the same seed gives the same video on any device).",
 }
 
 
-def caption_rows(conditioning: dict, batch: int, width: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(feats [batch, L, D], mask [batch, L]) of a conditioning, one prompt row repeated over the batch."""
-    feats, mask = conditioning["feats"], conditioning["mask"]
+def caption_rows(conditioning: list, batch: int, width: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(feats [batch, L, D], mask [batch, L]) of a CONDITIONING, one prompt row repeated over the batch."""
+    if len(conditioning) != 1:
+        raise ValueError(f"{name} conditioning has {len(conditioning)} entries (combined or area conditioning); "
+                         "the Lumina-Video samplers take one prompt: connect a Lumina-Video Text Encode output, or use "
+                         "a core sampler with the Lumina-Video Guider")
+    feats, extras = conditioning[0]
+    mask = extras.get("attention_mask")
+    if mask is None:
+        mask = torch.ones(feats.shape[:2], dtype=torch.long, device=feats.device)
     if feats.shape[-1] != width:
         raise ValueError(f"{name} caption features are {feats.shape[-1]} wide but this model reads {width}-wide "
                          "features; encode with the text encoder the model was trained with (Gemma-2-2B for the "
@@ -45,6 +57,17 @@ def caption_rows(conditioning: dict, batch: int, width: int, name: str) -> tuple
         return feats.expand(batch, -1, -1), mask.expand(batch, -1)
     raise ValueError(f"{name} conditioning has {feats.shape[0]} rows for a latent batch of {batch}; give one row "
                      "(repeated over the batch) or one per latent")
+
+
+def with_conditioning_motion(config: SampleConfig, positive: list, negative: list) -> SampleConfig:
+    """The schedule with the motion scores the conditionings carry (Lumina-Video Motion Conditioning), which win
+    over the schedule's own."""
+    values = {}
+    for name, conditioning in (("motion", positive), ("neg_motion", negative)):
+        motion = conditioning[0][1].get(MOTION_KEY)
+        if motion is not None:
+            values[name] = motion
+    return replace(config, **values) if values else config
 
 
 def preview(info: dict):
@@ -60,15 +83,17 @@ def preview(info: dict):
     return "JPEG", Image.fromarray(pixels), args.preview_size
 
 
-def run(model_patcher, positive: dict, negative: dict, x: torch.Tensor, config: SampleConfig) -> dict:
-    """Sample ``x`` (the latent at the schedule's start) through ``config``; returns the LATENT dict."""
+def run(model_patcher, positive: list, negative: list, x: torch.Tensor, config: SampleConfig) -> dict:
+    """Sample ``x`` (the latent at the schedule's start, in the model's scaled space) through ``config`` with
+    lumina_core's sampler (the exact path); returns the LATENT dict."""
     check_latent_video_size(x.shape, config)  # the command line's size rule, before anything touches the model
-    model = model_patcher.model
-    check_runnable(model, x.shape, config)
-    width = model.config.cap_feat_dim
+    network = lumina_video_model(model_patcher)
+    check_runnable(network, x.shape, config)
+    width = network.config.cap_feat_dim
     cond = caption_rows(positive, x.shape[0], width, "positive")
     uncond = caption_rows(negative, x.shape[0], width, "negative")
-    model = loaded(model_patcher)
+    config = with_conditioning_motion(config, positive, negative)
+    comfy.model_management.load_models_gpu([model_patcher])  # patches (LoRA) applied, partly loaded if memory asks
     device = model_patcher.load_device
     progress = comfy.utils.ProgressBar(len(config.plan()))
 
@@ -76,10 +101,11 @@ def run(model_patcher, positive: dict, negative: dict, x: torch.Tensor, config: 
         comfy.model_management.throw_exception_if_processing_interrupted()
         progress.update_absolute(info["index"] + 1, info["total"], preview(info))
 
-    out = sample(model, x.to(device), tuple(t.to(device) for t in cond), tuple(t.to(device) for t in uncond),
+    out = sample(network, x.to(device), tuple(t.to(device) for t in cond), tuple(t.to(device) for t in uncond),
                  config, callback=callback)
-    end = {"t": config.stages[-1].t_end, "steps": config.steps, "shift": config.shift}
-    return {"samples": out.to(comfy.model_management.intermediate_device()), STAGE_END: end}
+    out = out.to(comfy.model_management.intermediate_device())
+    end = {"t": config.stages[-1].t_end, "steps": config.steps, "shift": config.shift, "latent": out}
+    return {"samples": out / SCALING_FACTOR, STAGE_END: end}
 
 
 class LuminaVideoSampler(io.ComfyNode):
@@ -92,9 +118,9 @@ class LuminaVideoSampler(io.ComfyNode):
             description="Runs a whole schedule from seeded noise: Euler steps on the shifted time grid, each stage "
                         "at its patch size, guidance on caption and motion.",
             inputs=[
-                io_types.Model.Input("model", tooltip=TOOLTIPS["model"]),
-                io_types.Conditioning.Input("positive", tooltip=TOOLTIPS["positive"]),
-                io_types.Conditioning.Input("negative", tooltip=TOOLTIPS["negative"]),
+                io.Model.Input("model", tooltip=TOOLTIPS["model"]),
+                io.Conditioning.Input("positive", tooltip=TOOLTIPS["positive"]),
+                io.Conditioning.Input("negative", tooltip=TOOLTIPS["negative"]),
                 io.Latent.Input("latent", tooltip="Gives the size only (Lumina-Video Empty Latent Video)."),
                 io_types.Schedule.Input("schedule", tooltip="From a Lumina-Video Schedule node."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
@@ -119,9 +145,9 @@ class LuminaVideoStageSampler(io.ComfyNode):
             description="Runs one stage (one patch size over [t_start, t_end)). t_start = 0 starts from seeded noise; "
                         "later stages continue the incoming latent and must use the same steps and shift.",
             inputs=[
-                io_types.Model.Input("model", tooltip=TOOLTIPS["model"]),
-                io_types.Conditioning.Input("positive", tooltip=TOOLTIPS["positive"]),
-                io_types.Conditioning.Input("negative", tooltip=TOOLTIPS["negative"]),
+                io.Model.Input("model", tooltip=TOOLTIPS["model"]),
+                io.Conditioning.Input("positive", tooltip=TOOLTIPS["positive"]),
+                io.Conditioning.Input("negative", tooltip=TOOLTIPS["negative"]),
                 io.Latent.Input("latent", tooltip="With t_start = 0: gives the size only. Otherwise: the previous "
                                                   "stage sampler's output, continued from t_start."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
@@ -141,22 +167,25 @@ class LuminaVideoStageSampler(io.ComfyNode):
     def execute(cls, model, positive, negative, latent, seed, patch, t_start, t_end, steps, shift, cfg, motion,
                 neg_motion, renorm) -> io.NodeOutput:
         config = stage_config(patch, t_start, t_end, steps, shift, cfg, motion, neg_motion, renorm)
-        if t_start == 0.0:
-            start = seeded_noise(latent["samples"].shape, seed)
-        else:
-            check_continues(latent, config)
-            start = latent["samples"]
+        start = seeded_noise(latent["samples"].shape, seed) if t_start == 0.0 else continued(latent, config)
         return io.NodeOutput(run(model, positive, negative, start, config))
 
 
-def check_continues(latent: dict, config: SampleConfig) -> None:
-    """Raise unless a latent from a previous sampler stopped where this stage starts, on the same grid."""
+def continued(latent: dict, config: SampleConfig) -> torch.Tensor:
+    """The model-space latent a stage continues from. Raises unless a latent from a previous sampler stopped
+    where this stage starts, on the same grid. A sampler's own latent continues bit for bit; one changed on
+    the way, or from elsewhere (a file, a core sampler), is scaled in and trusted to stand at t_start."""
+    samples = latent["samples"]
     end = latent.get(STAGE_END)
     if end is None:
-        return  # not from a sampler (e.g. loaded from a file): trust t_start
+        return samples * SCALING_FACTOR
     here = {"t": config.stages[0].t_start, "steps": config.steps, "shift": config.shift}
-    if end != here:
+    where = {key: end[key] for key in here}
+    if where != here:
         raise ValueError(f"the incoming latent stopped at t = {end['t']} on a grid of {end['steps']} steps with shift "
                          f"{end['shift']}, but this stage starts at t = {here['t']} with {here['steps']} steps and "
                          f"shift {here['shift']}; set t_start = {end['t']}, steps = {end['steps']}, "
                          f"shift = {end['shift']} to continue it")
+    exact = end["latent"]
+    untouched = exact.shape == samples.shape and torch.equal(exact.to(samples.device) / SCALING_FACTOR, samples)
+    return exact if untouched else samples * SCALING_FACTOR

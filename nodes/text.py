@@ -18,7 +18,9 @@ class LuminaVideoTextEncode(io.ComfyNode):
             display_name="Lumina-Video Text Encode",
             category="Lumina-Video/conditioning",
             description="Encodes the prompt and the negative prompt as the official pipeline does: system template in "
-                        "front, <bos>, no <eos>, at most 256 tokens, features of Gemma-2's second-to-last layer.",
+                        "front, <bos>, no <eos>, at most 256 tokens, features of Gemma-2's second-to-last layer. "
+                        "The outputs are ComfyUI CONDITIONING (features plus their attention mask) for the pack's "
+                        "samplers and guider or any core sampler.",
             inputs=[
                 io_types.TextEncoder.Input("text_encoder", tooltip="From Lumina-Video Text Encoder Loader."),
                 io.String.Input("prompt", multiline=True, dynamic_prompts=True, default="a red circle moving left",
@@ -28,8 +30,8 @@ class LuminaVideoTextEncode(io.ComfyNode):
                                         "alone, as the official pipeline does."),
             ],
             outputs=[
-                io_types.Conditioning.Output(display_name="positive"),
-                io_types.Conditioning.Output(display_name="negative"),
+                io.Conditioning.Output(display_name="positive"),
+                io.Conditioning.Output(display_name="negative"),
             ],
         )
 
@@ -39,4 +41,10 @@ class LuminaVideoTextEncode(io.ComfyNode):
         feats, mask = encode_prompts(model, text_encoder.tokenizer, [prompt, negative_prompt])
         device = comfy.model_management.intermediate_device()
         feats, mask = feats.to(device), mask.to(device)
-        return io.NodeOutput({"feats": feats[:1], "mask": mask[:1]}, {"feats": feats[1:], "mask": mask[1:]})
+        return io.NodeOutput(conditioning(feats[:1], mask[:1]), conditioning(feats[1:], mask[1:]))
+
+
+def conditioning(feats, mask) -> list:
+    """ComfyUI CONDITIONING of one caption row: features [1, L, D] with their token mask as an extra. The prompt
+    and the negative prompt are padded to one length together, as officially, so their rows batch."""
+    return [[feats, {"attention_mask": mask}]]

@@ -1,5 +1,6 @@
-"""Latent video size and decoding: an empty LATENT of the right shape, and CogVideoX VAE decode to
-IMAGE frames plus ComfyUI's VIDEO (for Save Video)."""
+"""Latent video size, decoding and encoding: an empty LATENT of the right shape, CogVideoX VAE decode to IMAGE
+frames plus ComfyUI's VIDEO (for Save Video), and encode of frames to a LATENT (for video-to-video). LATENTs
+hold raw CogVideoX latents, as ComfyUI's do."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import comfy.model_management
 import torch
 from comfy_api.latest import InputImpl, Types, io
 
-from ..lumina_core.pipeline import LATENT_CHANNELS
 from ..lumina_core.sizes import (
     CUSTOM_RESOLUTION,
     MAX_SIDE,
@@ -17,7 +17,7 @@ from ..lumina_core.sizes import (
     check_video_size,
     resolution_size,
 )
-from ..lumina_core.vae import SPATIAL_COMPRESSION, decode, latent_count_for_frames
+from ..lumina_core.vae import LATENT_CHANNELS, SPATIAL_COMPRESSION, decode, encode, latent_count_for_frames
 from . import io_types
 from .devices import loaded
 
@@ -81,7 +81,8 @@ class LuminaVideoVAEDecode(io.ComfyNode):
             node_id="LuminaVideoVAEDecode",
             display_name="Lumina-Video VAE Decode",
             category="Lumina-Video/latent",
-            description="Decodes latents with the CogVideoX VAE to frames (IMAGE) and a VIDEO for Save Video.",
+            description="Decodes latents (from the Lumina-Video samplers or any core sampler) with the CogVideoX VAE "
+                        "to frames (IMAGE) and a VIDEO for Save Video.",
             inputs=[
                 io_types.Vae.Input("vae", tooltip="From Lumina-Video VAE Loader."),
                 io.Latent.Input("latent", tooltip="Sampled latents [batch, 16, T, h, w]."),
@@ -102,7 +103,37 @@ class LuminaVideoVAEDecode(io.ComfyNode):
     def execute(cls, vae, latent, tiled, fps) -> io.NodeOutput:
         if tiled not in TILED:
             raise ValueError(f"tiled {tiled!r} is unknown; use one of {', '.join(TILED)}")
-        frames = decode(loaded(vae).inner, latent["samples"], tiled=TILED[tiled])  # [B, F, H, W, 3]
+        # LATENT holds raw CogVideoX latents (the model's LatentFormat scales them in and out)
+        frames = decode(loaded(vae).inner, latent["samples"], tiled=TILED[tiled], scaling_factor=1.0)
         images = frames.flatten(0, 1).float().to(comfy.model_management.intermediate_device())
         video = InputImpl.VideoFromComponents(Types.VideoComponents(images=images, frame_rate=Fraction(fps)))
         return io.NodeOutput(images, video)
+
+
+class LuminaVideoVAEEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LuminaVideoVAEEncode",
+            display_name="Lumina-Video VAE Encode",
+            category="Lumina-Video/latent",
+            description="Encodes frames with the CogVideoX VAE (posterior mode, as the official code) to a LATENT: "
+                        "with a core sampler at denoise < 1 this is video-to-video.",
+            inputs=[
+                io_types.Vae.Input("vae", tooltip="From Lumina-Video VAE Loader."),
+                io.Image.Input("images", tooltip="The clip's frames in order: 8m or 8m+1 of them (or 1 for an image), "
+                                                 "width and height multiples of 8."),
+                io.Combo.Input("tiled", options=list(TILED), default="auto",
+                               tooltip="Encode in overlapping spatial tiles to save memory. auto: only for large "
+                                       "videos."),
+            ],
+            outputs=[io.Latent.Output(display_name="latent")],
+        )
+
+    @classmethod
+    def execute(cls, vae, images, tiled) -> io.NodeOutput:
+        if tiled not in TILED:
+            raise ValueError(f"tiled {tiled!r} is unknown; use one of {', '.join(TILED)}")
+        frames = images[None, ..., :3].float()  # one video [1, F, H, W, 3]
+        latents = encode(loaded(vae).inner, frames, tiled=TILED[tiled], scaling_factor=1.0)
+        return io.NodeOutput({"samples": latents.to(comfy.model_management.intermediate_device())})

@@ -1,0 +1,289 @@
+"""Lumina-Video as a native ComfyUI model: a ``BaseModel`` whose ``diffusion_model`` is lumina_core's
+Multi-scale Next-DiT built from ComfyUI's layer operations, so core samplers, LoRA loaders, caches,
+offloading and fp8 storage work on it.
+
+Conventions (ComfyUI flow matching, ``ModelType.FLOW``): the model receives sigma = 1 - t (t = 0 noise,
+t = 1 data, the official convention) and returns -v, so that ``x0 = x - sigma * out = x + sigma * v``.
+A LATENT holds raw CogVideoX latents; ``LuminaVideoLatent.process_in`` multiplies by the official scale
+1.15258426 to reach the space the transformer works in.
+
+What a sampler does not say, the *schedule* attached to the model says: which patch pair each t runs at,
+the grid's time shift and the motion scores of rows that carry none of their own. It is attached under
+``transformer_options[SCHEDULE_KEY]`` (a Lumina-Video guider or the Model Schedule node puts it there) and
+falls back to the one the loader gave the model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import comfy.conds
+import comfy.latent_formats
+import comfy.model_base
+import comfy.model_management
+import comfy.model_patcher
+import comfy.model_sampling
+import comfy.patcher_extension
+import comfy.supported_models_base
+import torch
+from comfy.ldm.modules.attention import optimized_attention_masked
+
+from ..lumina_core.model import NextDiT, NextDiTConfig
+from ..lumina_core.sampling import SampleConfig
+from ..lumina_core.schedule import Stage, normalize_time_aware, value_at
+from ..lumina_core.vae import LATENT_CHANNELS, SCALING_FACTOR
+
+SCHEDULE_KEY = "lumina_video_schedule"
+MOTION_KEY = "lumina_video_motion"
+"""Conditioning extra: a time-aware motion score for that row, e.g. 6.0 or (2.0, (0.05, 6.0))."""
+MOTION_SLOTS = 8  # (threshold, value) pairs a motion conditioning can hold
+
+
+class LuminaVideoLatent(comfy.latent_formats.LatentFormat):
+    """CogVideoX-2b latents: 16 channels over (frames, height, width), scaled by 1.15258426 for the model."""
+
+    latent_channels = LATENT_CHANNELS
+    latent_dimensions = 3
+    scale_factor = SCALING_FACTOR
+
+
+# -- per-row motion as a conditioning tensor -------------------------------------------------------------
+def encode_motion(value) -> torch.Tensor:
+    """A time-aware motion value as an int64 tensor [1, MOTION_SLOTS, 2] of (threshold, value) pairs.
+
+    The pairs are float64 stored as their int64 bit patterns: ComfyUI casts every floating conditioning
+    tensor to the model's dtype (bf16), which would move a switch point such as t = 0.05; integers pass
+    untouched. ``None`` (no motion given) is all NaN."""
+    pairs = torch.full((MOTION_SLOTS, 2), math.nan, dtype=torch.float64)
+    if value is not None:
+        value = normalize_time_aware(value, "motion")
+        entries = [(0.0, value)] if not isinstance(value, tuple) else [(0.0, value[0]), *value[1:]]
+        if len(entries) > MOTION_SLOTS:
+            raise ValueError(f"motion {value!r} switches {len(entries) - 1} times; at most {MOTION_SLOTS - 1} "
+                             "switches fit a conditioning")
+        pairs[:] = math.inf
+        pairs[: len(entries)] = torch.tensor([(float(t), float(v)) for t, v in entries], dtype=torch.float64)
+    return pairs.view(torch.int64)[None]
+
+
+def motion_at(encoded: torch.Tensor, t: float) -> Optional[torch.Tensor]:
+    """Motion per row at time t from encoded rows [B, MOTION_SLOTS, 2]; None when no row carries one."""
+    pairs = encoded.view(torch.float64)
+    if bool(torch.isnan(pairs[:, 0, 0]).all()):
+        return None
+    thresholds, values = pairs[..., 0], pairs[..., 1]
+    last = (thresholds <= t).long().sum(dim=1).clamp(min=1) - 1  # the last pair that has started
+    return values.gather(1, last[:, None])[:, 0]
+
+
+class CONDPaddedTokens(comfy.conds.CONDRegular):
+    """Per-row caption features or mask [1, L, ...] that batch with rows of another length by right
+    padding (padded tokens are masked out, exactly as the official pipeline pads a prompt batch)."""
+
+    def can_concat(self, other):
+        return self.cond.shape[2:] == other.cond.shape[2:] and self.cond.device == other.cond.device
+
+    def concat(self, others):
+        conds = [self.cond, *(other.cond for other in others)]
+        length = max(c.shape[1] for c in conds)
+        padded = [torch.nn.functional.pad(c, (0, 0) * (c.dim() - 2) + (0, length - c.shape[1])) for c in conds]
+        return torch.cat(padded)
+
+
+# -- the network -------------------------------------------------------------------------------------------
+def comfy_attention(q, k, v, key_mask):
+    """lumina_core's attention contract through ComfyUI's chosen attention (pytorch, sage, xformers, ...):
+    grouped KV heads are repeated and the key mask becomes an additive one."""
+    if k.shape[1] != q.shape[1]:
+        repeat = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
+    mask = None
+    if key_mask is not None:
+        mask = torch.zeros(key_mask.shape, dtype=q.dtype, device=q.device).masked_fill(~key_mask, -math.inf)
+        mask = mask[:, None, None, :]
+    return optimized_attention_masked(q, k, v, q.shape[1], mask=mask, skip_reshape=True, skip_output_reshape=True)
+
+
+def official_time(sigma: torch.Tensor, schedule: SampleConfig) -> float:
+    """The official t of a sampler's sigma: the schedule's own grid point when sigma is 1 - that point
+    (exact, so thresholds switch where the official code switches them), else 1 - sigma."""
+    value = float(sigma.reshape(-1)[0])
+    grid = schedule.grid()
+    hits = ((1.0 - grid) == value).nonzero()
+    return float(grid[hits[0, 0]]) if len(hits) else 1.0 - value
+
+
+def stage_at(schedule: SampleConfig, t: float) -> Stage:
+    """The stage whose t range holds t; before the first or after the last, the nearest one."""
+    for stage in schedule.stages:
+        if stage.covers(t):
+            return stage
+    return schedule.stages[0] if t < schedule.stages[0].t_start else schedule.stages[-1]
+
+
+class LuminaVideoDiT(NextDiT):
+    """The Multi-scale Next-DiT as ComfyUI builds diffusion models: keyword config plus ``dtype``, ``device``
+    and ``operations`` (comfy.ops), forward(x, sigma, context, ...) -> -velocity through ComfyUI's
+    DIFFUSION_MODEL wrappers (EasyCache and friends hook in there)."""
+
+    def __init__(self, image_model=None, dtype=None, device=None, operations=None, default_schedule=None,
+                 compute_dtype=None, **config):
+        super().__init__(NextDiTConfig.from_dict(config), operations=operations, device=device, dtype=dtype,
+                         init_weights=False)
+        self.dtype = dtype
+        self.manual_compute_dtype = compute_dtype
+        self.default_schedule: SampleConfig = default_schedule
+        self.set_attention_function(comfy_attention)
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return self.manual_compute_dtype or self.dtype or super().compute_dtype
+
+    def forward(self, x, timesteps, context, attention_mask=None, motion=None, motion_role=None,
+                transformer_options={}, **kwargs):  # noqa: B006 (ComfyUI's calling convention)
+        return comfy.patcher_extension.WrapperExecutor.new_class_executor(
+            self._forward, self,
+            comfy.patcher_extension.get_all_wrappers(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL,
+                                                     transformer_options),
+        ).execute(x, timesteps, context, attention_mask, motion, motion_role, transformer_options, **kwargs)
+
+    def _forward(self, x, timesteps, context, attention_mask, motion, motion_role, transformer_options, **kwargs):
+        schedule = transformer_options.get(SCHEDULE_KEY) or self.default_schedule
+        t = official_time(timesteps, schedule)
+        stage = stage_at(schedule, t)
+        batch = x.shape[0]
+        scores = None if motion is None else motion_at(motion, t)
+        if scores is None:
+            positive = torch.ones(batch, dtype=torch.bool) if motion_role is None else motion_role.bool().cpu()
+            scores = torch.where(positive, float(value_at(schedule.motion, t)), float(value_at(schedule.neg_motion, t)))
+        if attention_mask is None:
+            attention_mask = torch.ones(context.shape[:2], dtype=torch.long, device=x.device)
+        velocity = self.velocity(x, torch.full((batch,), t, device=x.device), context, attention_mask,
+                                 scores.to(x.device, torch.float32), stage.patch_size, stage.f_patch_size)
+        return -velocity
+
+
+# -- BaseModel and its config ---------------------------------------------------------------------------------
+class LuminaVideoModel(comfy.model_base.BaseModel):
+    """ComfyUI's view of Lumina-Video: flow matching (sigma = 1 - t), captions, masks and per-row motion as
+    conditioning. Deliberately not a subclass of core ``Lumina2``, whose LoRA key maps and third-party
+    patches assume the image model."""
+
+    def __init__(self, model_config, model_type=comfy.model_base.ModelType.FLOW, device=None):
+        super().__init__(model_config, model_type, device=device, unet_model=LuminaVideoDiT)
+
+    def extra_conds(self, **kwargs):
+        out = super().extra_conds(**kwargs)
+        cross_attn = kwargs.get("cross_attn")
+        if cross_attn is not None:
+            out["c_crossattn"] = CONDPaddedTokens(cross_attn)
+            mask = kwargs.get("attention_mask")
+            if mask is None:
+                mask = torch.ones(cross_attn.shape[:2], dtype=torch.long)
+            out["attention_mask"] = CONDPaddedTokens(mask.long())
+        out["motion"] = comfy.conds.CONDRegular(encode_motion(kwargs.get(MOTION_KEY)))
+        role = 0 if kwargs.get("prompt_type") == "negative" else 1
+        out["motion_role"] = comfy.conds.CONDRegular(torch.tensor([role], dtype=torch.long))
+        return out
+
+
+class LuminaVideoConfig(comfy.supported_models_base.BASE):
+    unet_config = {"image_model": "lumina_video"}
+    unet_extra_config = {}  # BASE's default adds num_heads/num_head_channels, which this model has not
+    latent_format = LuminaVideoLatent
+    supported_inference_dtypes = [torch.bfloat16, torch.float16, torch.float32]
+    memory_usage_factor = 2.0
+
+    def __init__(self, architecture: NextDiTConfig, schedule: SampleConfig):
+        self.sampling_settings = {"shift": float(schedule.shift or 1.0), "multiplier": 1.0}
+        super().__init__({**self.unet_config, **architecture.to_dict(), "default_schedule": schedule})
+
+    def get_model(self, state_dict, prefix="", device=None):
+        return LuminaVideoModel(self, device=device)
+
+
+@dataclass(frozen=True)
+class WeightDtype:
+    storage: Optional[torch.dtype]  # None = ComfyUI's choice for the device
+    fp8_fast: bool = False
+
+
+WEIGHT_DTYPES = {
+    "default": WeightDtype(None),
+    "fp8_e4m3fn": WeightDtype(torch.float8_e4m3fn),
+    "fp8_e4m3fn_fast": WeightDtype(torch.float8_e4m3fn, fp8_fast=True),
+    "fp8_e5m2": WeightDtype(torch.float8_e5m2),
+    "bf16": WeightDtype(torch.bfloat16),
+    "fp16": WeightDtype(torch.float16),
+    "fp32": WeightDtype(torch.float32),
+}
+
+
+def native_model(model: NextDiT, schedule: SampleConfig, weight_dtype: str = "default"
+                 ) -> comfy.model_patcher.ModelPatcher:
+    """A ModelPatcher over a LuminaVideoModel holding ``model``'s weights, built the way core builds
+    diffusion models (``comfy.sd.load_diffusion_model_state_dict`` without detection): dtype from
+    ``unet_dtype``/``unet_manual_cast``, layers from ``pick_operations``, weights by ``load_model_weights``.
+    ``schedule`` becomes the model's default schedule (patch pairs, shift and motion when a sampler gives
+    none)."""
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"weight_dtype {weight_dtype!r} is unknown; use one of {', '.join(WEIGHT_DTYPES)}")
+    choice = WEIGHT_DTYPES[weight_dtype]
+    for stage in schedule.stages:
+        model.check_patch(stage.patch_size, stage.f_patch_size)
+    state_dict = model.state_dict()
+    config = LuminaVideoConfig(model.config, schedule)
+    load_device = comfy.model_management.get_torch_device()
+    offload_device = comfy.model_management.unet_offload_device()
+    parameters = sum(t.numel() for t in state_dict.values())
+    unet_dtype = choice.storage or comfy.model_management.unet_dtype(
+        model_params=parameters, supported_dtypes=config.supported_inference_dtypes)
+    manual_cast = comfy.model_management.unet_manual_cast(unet_dtype, load_device, config.supported_inference_dtypes)
+    config.set_inference_dtype(unet_dtype, manual_cast)
+    config.unet_config["compute_dtype"] = manual_cast
+    if choice.fp8_fast:
+        config.optimizations["fp8"] = True
+    base = config.get_model(state_dict).to(offload_device)
+    base.load_model_weights(dict(state_dict), "")
+    return comfy.model_patcher.ModelPatcher(base, load_device=load_device, offload_device=offload_device)
+
+
+def lumina_video_model(model_patcher) -> LuminaVideoDiT:
+    """The Next-DiT inside a MODEL, or a clear error for any other model."""
+    network = getattr(getattr(model_patcher, "model", None), "diffusion_model", None)
+    if not isinstance(network, LuminaVideoDiT):
+        kind = type(getattr(model_patcher, "model", model_patcher)).__name__
+        raise ValueError(f"this MODEL is a {kind}, not Lumina-Video; load it with Lumina-Video Model Loader")
+    return network
+
+
+def with_schedule(model_patcher, schedule: SampleConfig):
+    """A clone of the MODEL that runs ``schedule``: its patch pairs and motion for samplers that don't set
+    them, and its time shift for ComfyUI's schedulers."""
+    network = lumina_video_model(model_patcher)
+    for stage in schedule.stages:
+        network.check_patch(stage.patch_size, stage.f_patch_size)
+    patched = model_patcher.clone()
+    patched.model_options.setdefault("transformer_options", {})[SCHEDULE_KEY] = schedule
+
+    class ModelSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):
+        pass
+
+    sampling = ModelSampling(patched.model.model_config)
+    sampling.set_parameters(shift=float(schedule.shift or 1.0), multiplier=1.0)
+    patched.add_object_patch("model_sampling", sampling)
+    return patched
+
+
+def with_motion(conditioning: list, motion) -> list:
+    """CONDITIONING whose rows carry ``motion`` (a time-aware value) as their motion score."""
+    normalize_time_aware(motion, "motion")
+    return [[features, {**extras, MOTION_KEY: motion}] for features, extras in conditioning]
+
+
+def schedule_of(model_patcher) -> SampleConfig:
+    """The schedule a MODEL runs when a sampler gives none."""
+    options = model_patcher.model_options.get("transformer_options", {})
+    return options.get(SCHEDULE_KEY) or lumina_video_model(model_patcher).default_schedule

@@ -1,0 +1,35 @@
+"""In-process ComfyUI for node tests without a server: puts COMFYUI_PATH first on sys.path (ComfyUI's top-level
+`nodes` must win over the pack's `nodes/`), sets --cpu and imports the pack as a package the way ComfyUI loads
+it (relative imports). Imported by test_nodes.py and test_native.py; not a test module itself."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+from comfy_host import COMFYUI_PATH, require_host
+
+require_host()
+
+sys.path.insert(0, COMFYUI_PATH)
+import comfy.options  # noqa: E402
+
+comfy.options.enable_args_parsing(False)
+import comfy.cli_args  # noqa: E402
+
+comfy.cli_args.args.cpu = True
+
+ROOT = Path(__file__).resolve().parents[1]
+PACK = "lumina_video_pack"
+
+
+def import_pack():
+    if PACK in sys.modules:
+        return sys.modules[PACK]
+    spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+pack = import_pack()
