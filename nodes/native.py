@@ -68,11 +68,9 @@ def encode_motion(value) -> torch.Tensor:
     return pairs.view(torch.int64)[None]
 
 
-def motion_at(encoded: torch.Tensor, t: float) -> Optional[torch.Tensor]:
-    """Motion per row at time t from encoded rows [B, MOTION_SLOTS, 2]; None when no row carries one."""
+def motion_at(encoded: torch.Tensor, t: float) -> torch.Tensor:
+    """float64 motion per row at time t from encoded rows [B, MOTION_SLOTS, 2]; NaN for rows that carry none."""
     pairs = encoded.view(torch.float64)
-    if bool(torch.isnan(pairs[:, 0, 0]).all()):
-        return None
     thresholds, values = pairs[..., 0], pairs[..., 1]
     last = (thresholds <= t).long().sum(dim=1).clamp(min=1) - 1  # the last pair that has started
     return values.gather(1, last[:, None])[:, 0]
@@ -154,10 +152,12 @@ class LuminaVideoDiT(NextDiT):
         t = official_time(timesteps, schedule)
         stage = stage_at(schedule, t)
         batch = x.shape[0]
-        scores = None if motion is None else motion_at(motion, t)
-        if scores is None:
-            positive = torch.ones(batch, dtype=torch.bool) if motion_role is None else motion_role.bool().cpu()
-            scores = torch.where(positive, float(value_at(schedule.motion, t)), float(value_at(schedule.neg_motion, t)))
+        # a row's own motion, else the schedule's for its role (positive / negative prompt)
+        positive = torch.ones(batch, dtype=torch.bool) if motion_role is None else motion_role.bool().cpu()
+        scores = torch.where(positive, float(value_at(schedule.motion, t)), float(value_at(schedule.neg_motion, t)))
+        if motion is not None:
+            own = motion_at(motion.cpu(), t)
+            scores = torch.where(torch.isnan(own), scores.double(), own)
         if attention_mask is None:
             attention_mask = torch.ones(context.shape[:2], dtype=torch.long, device=x.device)
         velocity = self.velocity(x, torch.full((batch,), t, device=x.device), context, attention_mask,
@@ -199,6 +199,7 @@ class LuminaVideoConfig(comfy.supported_models_base.BASE):
     def __init__(self, architecture: NextDiTConfig, schedule: SampleConfig):
         self.sampling_settings = {"shift": float(schedule.shift or 1.0), "multiplier": 1.0}
         super().__init__({**self.unet_config, **architecture.to_dict(), "default_schedule": schedule})
+        self.latent_format.latent_channels = architecture.in_channels  # 16 for every released model
 
     def get_model(self, state_dict, prefix="", device=None):
         return LuminaVideoModel(self, device=device)
