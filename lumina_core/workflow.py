@@ -61,9 +61,8 @@ def model_entry(path: Optional[str]) -> str:
 
 def nodes_for(graph: GenerationGraph) -> list[Node]:
     model_loader = Node(1, "LuminaVideoModelLoader",
-                        [("model_name", model_entry(graph.model)), ("weight_dtype", graph.weight_dtype),
-                         ("attention", "sdpa")],
-                        outputs=[("model", "LUMINA_VIDEO_MODEL")], pos=(40, 60), height=110)
+                        [("model_name", model_entry(graph.model)), ("weight_dtype", graph.weight_dtype)],
+                        outputs=[("model", "MODEL")], pos=(40, 60), height=110)
     text_loader = Node(2, "LuminaVideoTextEncoderLoader",
                        [("text_encoder_name", model_entry(graph.text_encoder)),
                         ("tokenizer", SAME_FOLDER if graph.tokenizer is None else Path(graph.tokenizer).name),
@@ -73,7 +72,7 @@ def nodes_for(graph: GenerationGraph) -> list[Node]:
                       outputs=[("vae", "LUMINA_VIDEO_VAE")], pos=(40, 360), height=60)
     encode = Node(4, "LuminaVideoTextEncode", [("prompt", graph.prompt), ("negative_prompt", graph.negative_prompt)],
                   links={"text_encoder": (2, 0, "LUMINA_VIDEO_TEXT_ENCODER")},
-                  outputs=[("positive", "LUMINA_VIDEO_CONDITIONING"), ("negative", "LUMINA_VIDEO_CONDITIONING")],
+                  outputs=[("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
                   pos=(400, 60), height=220)
     schedule = Node(5, "LuminaVideoScheduleJSON", [("config", json.dumps(graph.schedule))],
                     outputs=[("schedule", "LUMINA_VIDEO_SCHEDULE")], pos=(400, 320), height=200)
@@ -82,8 +81,8 @@ def nodes_for(graph: GenerationGraph) -> list[Node]:
                    ("frames", graph.frames), ("batch_size", 1)],
                   outputs=[("latent", "LATENT")], pos=(400, 560), height=150)
     sampler = Node(7, "LuminaVideoSampler", [("seed", graph.seed)],
-                   links={"model": (1, 0, "LUMINA_VIDEO_MODEL"), "positive": (4, 0, "LUMINA_VIDEO_CONDITIONING"),
-                          "negative": (4, 1, "LUMINA_VIDEO_CONDITIONING"), "latent": (6, 0, "LATENT"),
+                   links={"model": (1, 0, "MODEL"), "positive": (4, 0, "CONDITIONING"),
+                          "negative": (4, 1, "CONDITIONING"), "latent": (6, 0, "LATENT"),
                           "schedule": (5, 0, "LUMINA_VIDEO_SCHEDULE")},
                    outputs=[("latent", "LATENT")], pos=(760, 60), height=260, control_after="seed")
     decode = Node(8, "LuminaVideoVAEDecode", [("tiled", "auto"), ("fps", graph.fps)],
@@ -107,7 +106,11 @@ def _note_text(graph: GenerationGraph) -> str:
 
 def ui_workflow(graph: GenerationGraph) -> dict:
     """The UI-format workflow (what the browser loads)."""
-    nodes = nodes_for(graph)
+    return ui_graph(nodes_for(graph), _note_text(graph), (1120, 500))
+
+
+def ui_graph(nodes: list[Node], note: str, note_pos: tuple[int, int]) -> dict:
+    """UI-format JSON of nodes wired by their links, plus a Note at ``note_pos``."""
     links, ui_nodes = [], []
     targets: dict[tuple[int, int], list[int]] = {}
     for node in nodes:
@@ -131,9 +134,9 @@ def ui_workflow(graph: GenerationGraph) -> dict:
             "properties": {"Node name for S&R": node.type}, "widgets_values": values,
         })
     note_id = len(nodes) + 1
-    ui_nodes.append({"id": note_id, "type": "Note", "pos": [1120, 500], "size": [360, 160], "flags": {},
+    ui_nodes.append({"id": note_id, "type": "Note", "pos": list(note_pos), "size": [360, 160], "flags": {},
                      "order": len(nodes), "mode": 0, "inputs": [], "outputs": [], "properties": {},
-                     "widgets_values": [_note_text(graph)]})
+                     "widgets_values": [note]})
     return {"last_node_id": note_id, "last_link_id": len(links), "nodes": ui_nodes, "links": links, "groups": [],
             "config": {}, "extra": {}, "version": 0.4}
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from comfy_host import DEMO, INPUT_NODES, LOADER_FOLDERS, ROOT, Server, referenced_files
+from comfy_host import DEMO, FILE_FOLDERS, INPUT_NODES, ROOT, Server, referenced_files
 from PIL import Image
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -77,7 +77,7 @@ def place_referenced_files(base: Path, workflows: list[Path]) -> None:
                 write_input(base / "input" / name)
                 continue
             markers = FOLDER_MARKERS[node_type]
-            target = base / "models" / LOADER_FOLDERS[node_type] / name
+            target = base / "models" / FILE_FOLDERS[node_type] / name
             single = name.lower().endswith((".safetensors", ".pth", ".pt", ".bin"))
             if node_type == "LuminaVideoModelLoader":
                 write_transformer(target if single else target / markers[0])

@@ -39,7 +39,7 @@ def demo_prompt(seed: int, steps: int = 4, size: int = 32, frames: int = 8) -> d
     """Loaders (demo entries) -> text encode -> empty latent -> whole sampler -> decode -> Save Video + Save Image."""
     return {
         "1": {"class_type": "LuminaVideoModelLoader",
-              "inputs": {"model_name": DEMO, "weight_dtype": "default", "attention": "sdpa"}},
+              "inputs": {"model_name": DEMO, "weight_dtype": "default"}},
         "2": {"class_type": "LuminaVideoTextEncoderLoader",
               "inputs": {"text_encoder_name": DEMO, "tokenizer": "(from the text encoder folder)",
                          "weight_dtype": "default"}},

@@ -23,6 +23,7 @@ import pytest
 import torch
 from comfy_host import (
     DEMO,
+    FILE_FOLDERS,
     LOADER_FOLDERS,
     ROOT,
     UI_ONLY,
@@ -49,7 +50,7 @@ EXPECTED = {
     "lumina_video_t2v_960p_multiscale.json", "lumina_video_t2v_512p_fast.json",
     "lumina_video_t2v_single_scale_reference.json", "lumina_video_t2i_image.json",
     "lumina_video_motion_from_reference_video.json", "lumina_video_three_stage_chain.json",
-    "lumina_video_demo_cpu.json",
+    "lumina_video_demo_cpu.json", "lumina_video_demo_core_sampler.json", "lumina_video_demo_lora.json",
 }
 NODE_FIELDS = ("id", "type", "pos", "size", "flags", "order", "mode", "inputs", "outputs", "properties",
                "widgets_values")
@@ -139,10 +140,10 @@ def test_video_size_fits_every_schedule_it_uses(path):
 # --------------------------------------------------------------------------- host: tiny stand-in files
 def files_by_folder() -> dict[str, set[str]]:
     """{models subfolder or "input": names} that the loaders and Load Video nodes of all workflows pick."""
-    files = {folder: set() for folder in (*LOADER_FOLDERS.values(), "input")}
+    files = {folder: set() for folder in (*FILE_FOLDERS.values(), "input")}
     for path in WORKFLOWS:
         for node_type, name in referenced_files(load(path)):
-            files[LOADER_FOLDERS.get(node_type, "input")].add(name)
+            files[FILE_FOLDERS.get(node_type, "input")].add(name)
     return files
 
 
@@ -151,6 +152,9 @@ def write_tiny_files(base: Path) -> None:
     from diffusers import AutoencoderKLCogVideoX
     from transformers import Gemma2Config, Gemma2Model
 
+    from safetensors.torch import save_file
+
+    from lumina_core import demo
     from lumina_core.checkpoint import OFFICIAL_WEIGHT_FILES, save_model
     from lumina_core.demo import build_tokenizer
     from lumina_core.video_io import write_mp4
@@ -177,6 +181,16 @@ def write_tiny_files(base: Path) -> None:
                                  latent_channels=16, sample_height=96, sample_width=80).eval()
     for name in files["vae"]:
         vae.save_pretrained(models / "vae" / name)
+    demo_weights = demo.load_demo().transformer.state_dict()  # LoRA examples patch the built-in demo model
+    for name in files["loras"]:
+        lora = {}
+        for key, weight in demo_weights.items():
+            if key.endswith(".weight") and weight.dim() == 2 and ".attention.w" in key:
+                path = "diffusion_model." + key[: -len(".weight")]
+                lora[path + ".lora_up.weight"] = torch.randn(weight.shape[0], 2) * 0.05
+                lora[path + ".lora_down.weight"] = torch.randn(2, weight.shape[1]) * 0.05
+        (models / "loras").mkdir(parents=True, exist_ok=True)
+        save_file(lora, models / "loras" / name)
     clip = np.full((33, 64, 64, 3), 96, dtype=np.uint8)  # 4 s at 8 fps: all the frames the recipe samples
     for index in range(len(clip)):
         clip[index, 24:40, index + 8:index + 24] = (230, 40, 40)
