@@ -73,10 +73,16 @@ export function planRequest(node, seen = new Set()) {
   }
 }
 
-// The model loader feeding a sampler, followed through its "model" input.
+// The model loader feeding a sampler, followed back through "model" inputs (LoRA loaders, Model Schedule,
+// caches and other MODEL patches may sit in between).
+const MAX_MODEL_HOPS = 32;
 function modelName(node) {
-  const loader = upstreamNode(node, "model");
-  return loader && (loader.comfyClass ?? loader.type) === "LuminaVideoModelLoader" ? widgetValue(loader, "model_name") : null;
+  let current = upstreamNode(node, "model");
+  for (let hops = 0; current && hops < MAX_MODEL_HOPS; hops++) {
+    if ((current.comfyClass ?? current.type) === "LuminaVideoModelLoader") return widgetValue(current, "model_name");
+    current = upstreamNode(current, "model");
+  }
+  return null;
 }
 
 // The server's JSON answer; throws when there is none (no server, or an HTTP error status).

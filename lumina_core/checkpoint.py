@@ -104,7 +104,8 @@ def read_safetensors_header(path: Path) -> tuple[dict, dict, int]:
     with open(path, "rb") as handle:
         prefix = handle.read(8)
         if len(prefix) < 8:
-            raise CheckpointError(f"{path} is {size} bytes long: too short to be a safetensors file; expected {EXPECTED}")
+            raise CheckpointError(f"{path} is {size} bytes long: too short to be a safetensors file; "
+                                  f"expected {EXPECTED}")
         header_len = int.from_bytes(prefix, "little")
         limit = min(MAX_HEADER_BYTES, size - 8)
         if header_len > limit:

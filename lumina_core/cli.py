@@ -12,10 +12,14 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from .sampling import OFFICIAL_PRESETS, SampleConfig
+
+if TYPE_CHECKING:
+    from .pipeline import VideoRequest
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # also the loader node's names
 
@@ -126,9 +130,9 @@ def load_components(args):
         if not DEMO_IS_TRAINED:
             print("note: the demo models are untrained random weights (no trained demo ships yet): "
                   "the pipeline runs end to end but the video is noise", file=sys.stderr)
-        demo = load_demo()
+        demo = load_demo(vae_dtype=dtype)
         return (demo.transformer.to(device, dtype), demo.text_model.to(device, dtype), demo.tokenizer,
-                demo.vae.to(device, dtype))
+                demo.vae.to(device))
     text_model, tokenizer = load_text_encoder(args.text_encoder, tokenizer_path=args.tokenizer, dtype=dtype,
                                               device=device)
     return load_model(args.model, dtype=dtype, device=device), text_model, tokenizer, load_vae(args.vae, dtype, device)

@@ -120,13 +120,13 @@ def build_text_model(vocab_size: int):
     return seeded_text_model(vocab_size)
 
 
-def build_vae():
-    """The demo VAE: the shipped trained one when present, else seeded random weights."""
+def build_vae(dtype: torch.dtype = torch.float32):
+    """The demo VAE in ``dtype``: the shipped trained one when present, else seeded random weights."""
     if DEMO_IS_TRAINED:
         from .vae import load_vae
 
-        return load_vae(MODELS_DIR / VAE_FILE)
-    return seeded_vae()
+        return load_vae(MODELS_DIR / VAE_FILE, dtype)
+    return seeded_vae().to(dtype)
 
 
 def build_transformer() -> NextDiT:
@@ -138,9 +138,9 @@ def build_transformer() -> NextDiT:
     return seeded_transformer()
 
 
-def load_demo() -> DemoComponents:
+def load_demo(vae_dtype: torch.dtype = torch.float32) -> DemoComponents:
     """All demo components: trained when ``DEMO_IS_TRAINED`` (the files of ``MODELS_DIR``), else
-    seeded random stand-ins (see the module docstring)."""
+    seeded random stand-ins (see the module docstring). The VAE is built in ``vae_dtype``."""
     tokenizer = build_tokenizer()
     return DemoComponents(transformer=build_transformer(), text_model=build_text_model(len(tokenizer)),
-                          tokenizer=tokenizer, vae=build_vae())
+                          tokenizer=tokenizer, vae=build_vae(vae_dtype))

@@ -59,7 +59,8 @@ class ClipSpec:
     def caption(self) -> str:
         if self.direction == STILL:
             return f"a {self.colour} {self.shape} standing still"
-        return " ".join(word for word in ("a", self.colour, self.shape, "moving", self.direction, self.speed_word) if word)
+        words = ("a", self.colour, self.shape, "moving", self.direction, self.speed_word)
+        return " ".join(word for word in words if word)
 
     @property
     def image_caption(self) -> str:

@@ -450,7 +450,8 @@ class NextDiT(nn.Module):
         sizes = [tuple(item.shape[1:]) for item in items]
         for item, size in zip(items, sizes):
             if item.dim() != 4 or item.shape[0] != self.config.in_channels:
-                raise ValueError(f"latent item shape {tuple(item.shape)}; expected [{self.config.in_channels}, F, H, W]")
+                raise ValueError(f"latent item shape {tuple(item.shape)}; "
+                                 f"expected [{self.config.in_channels}, F, H, W]")
             check_latent_size(size, patch_size, f_patch_size)
 
         dtype = self.compute_dtype

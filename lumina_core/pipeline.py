@@ -14,7 +14,6 @@ from .text import encode_prompts
 from .vae import LATENT_CHANNELS, SPATIAL_COMPRESSION, decode, latent_count_for_frames
 
 
-
 @dataclass(frozen=True)
 class VideoRequest:
     prompt: str

@@ -78,7 +78,8 @@ def parse_patch(text: str) -> tuple[int, int]:
     try:
         f_patch, patch = (int(part) for part in str(text).lower().split("x"))
     except ValueError:
-        raise ValueError(f"patch {text!r} is not of the form 'FxP' (f-patch x patch size), e.g. '1x2' or '2x4'") from None
+        raise ValueError(f"patch {text!r} is not of the form 'FxP' (f-patch x patch size), "
+                         "e.g. '1x2' or '2x4'") from None
     if f_patch < 1 or patch < 1:
         raise ValueError(f"patch {text!r} has a size below 1; sizes are positive integers, e.g. '1x2'")
     return patch, f_patch

@@ -101,7 +101,8 @@ def random_crop(frames: torch.Tensor, frames_out: int, size: int, generator: tor
     """
     _, count, height, width, _ = frames.shape
     f0 = int(torch.randint(0, count - frames_out + 1, (1,), generator=generator)) // 4 * 4
-    y0, x0 = (int(torch.randint(0, extent - size + 1, (1,), generator=generator)) // 8 * 8 for extent in (height, width))
+    y0, x0 = (int(torch.randint(0, extent - size + 1, (1,), generator=generator)) // 8 * 8
+              for extent in (height, width))
     return frames[:, f0:f0 + frames_out, y0:y0 + size, x0:x0 + size]
 
 
@@ -420,8 +421,8 @@ def command_dit(args) -> None:
                   f"{args.images} stills, lr {args.lr}")
 
     def save():
-        save_state(state_path, {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-                                "generator": generator.get_state(), "step": step})
+        save_state(state_path, {"model": model.state_dict(), "ema": ema.state_dict(),
+                                "optimizer": optimizer.state_dict(), "generator": generator.get_state(), "step": step})
 
     recent = {pair: [] for pair in pairs}
     start = last_save = time.time()

@@ -134,13 +134,14 @@ def load_vae(
     if path.is_dir():
         vae = _load_folder(_find_config_folder(path), dtype)
     elif path.is_file():
-        vae = _load_single_file(path)
+        vae = _load_single_file(path, dtype)
     else:
         raise FileNotFoundError(
             f"VAE path {str(path)!r} does not exist; pass the CogVideoX-2b `vae/` folder, the repo folder "
             f"holding it, or a .safetensors file"
         )
-    return vae.to(device=device, dtype=dtype).eval()
+    # Built in its dtype, as diffusers asks (a later .to(dtype) would cast modules it keeps in float32)
+    return vae.to(device=device).eval()
 
 
 def _find_config_folder(folder: Path) -> Path:
@@ -161,8 +162,8 @@ def _load_folder(folder: Path, dtype: torch.dtype) -> AutoencoderKLCogVideoX:
     return AutoencoderKLCogVideoX.from_pretrained(str(folder), torch_dtype=dtype, local_files_only=True)
 
 
-def _load_single_file(path: Path) -> AutoencoderKLCogVideoX:
-    """Build the VAE from the file's metadata config (or the 2B default) and load its weights."""
+def _load_single_file(path: Path, dtype: torch.dtype) -> AutoencoderKLCogVideoX:
+    """Build the VAE from the file's metadata config (or the 2B default) and load its weights in ``dtype``."""
     if path.suffix != ".safetensors":
         raise ValueError(
             f"VAE file {path.name!r} is not a .safetensors file; only safetensors single files are "
@@ -174,7 +175,8 @@ def _load_single_file(path: Path) -> AutoencoderKLCogVideoX:
     _check_class(config, source)
     with torch.device("meta"):
         vae = AutoencoderKLCogVideoX.from_config(config)
-    state_dict = load_file(str(path))
+    state_dict = {name: tensor.to(dtype) if tensor.is_floating_point() else tensor
+                  for name, tensor in load_file(str(path)).items()}
     _check_state_dict_fits(vae, state_dict, source)
     vae.load_state_dict(state_dict, strict=True, assign=True)
     return vae

@@ -100,21 +100,18 @@ def _note_text(graph: GenerationGraph) -> str:
     return ("Made by `python -m lumina_core generate`. Put the files into ComfyUI's models folders under these "
             f"names: models/diffusion_models/{model_entry(graph.model)}, models/text_encoders/"
             f"{model_entry(graph.text_encoder)}"
-            + ("" if graph.tokenizer is None else f" (tokenizer folder models/text_encoders/{Path(graph.tokenizer).name})")
+            + ("" if graph.tokenizer is None
+               else f" (tokenizer folder models/text_encoders/{Path(graph.tokenizer).name})")
             + f", models/vae/{model_entry(graph.vae)}.")
 
 
 def ui_workflow(graph: GenerationGraph) -> dict:
     """The UI-format workflow (what the browser loads)."""
-    return ui_graph(nodes_for(graph), _note_text(graph), (1120, 500))
-
-
-def ui_graph(nodes: list[Node], note: str, note_pos: tuple[int, int]) -> dict:
-    """UI-format JSON of nodes wired by their links, plus a Note at ``note_pos``."""
+    nodes = nodes_for(graph)
     links, ui_nodes = [], []
     targets: dict[tuple[int, int], list[int]] = {}
     for node in nodes:
-        for slot, (name, (origin, origin_slot, kind)) in enumerate(node.links.items()):
+        for slot, (origin, origin_slot, kind) in enumerate(node.links.values()):
             link_id = len(links) + 1
             links.append([link_id, origin, origin_slot, node.id, slot, kind])
             targets.setdefault((origin, origin_slot), []).append(link_id)
@@ -127,16 +124,17 @@ def ui_graph(nodes: list[Node], note: str, note_pos: tuple[int, int]) -> dict:
         ui_nodes.append({
             "id": node.id, "type": node.type, "pos": list(node.pos), "size": [NODE_WIDTH, node.height],
             "flags": {}, "order": order, "mode": 0,
-            "inputs": [{"name": name, "type": kind, "link": next(l[0] for l in links if l[3] == node.id and l[4] == slot)}
+            "inputs": [{"name": name, "type": kind,
+                        "link": next(link[0] for link in links if link[3] == node.id and link[4] == slot)}
                        for slot, (name, (_, _, kind)) in enumerate(node.links.items())],
             "outputs": [{"name": name, "type": kind, "links": targets.get((node.id, slot), []), "slot_index": slot}
                         for slot, (name, kind) in enumerate(node.outputs)],
             "properties": {"Node name for S&R": node.type}, "widgets_values": values,
         })
     note_id = len(nodes) + 1
-    ui_nodes.append({"id": note_id, "type": "Note", "pos": list(note_pos), "size": [360, 160], "flags": {},
+    ui_nodes.append({"id": note_id, "type": "Note", "pos": [1120, 500], "size": [360, 160], "flags": {},
                      "order": len(nodes), "mode": 0, "inputs": [], "outputs": [], "properties": {},
-                     "widgets_values": [note]})
+                     "widgets_values": [_note_text(graph)]})
     return {"last_node_id": note_id, "last_link_id": len(links), "nodes": ui_nodes, "links": links, "groups": [],
             "config": {}, "extra": {}, "version": 0.4}
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
+from .guidance import LuminaVideoGuider, LuminaVideoModelSchedule, LuminaVideoSigmas
 from .loaders import (
     LuminaVideoModelLoader,
     LuminaVideoTextEncoderLoader,
     LuminaVideoVAELoader,
 )
-from .guidance import LuminaVideoGuider, LuminaVideoModelSchedule, LuminaVideoSigmas
 from .motion import LuminaVideoMotionConditioning, LuminaVideoMotionScore, LuminaVideoMotionScoreFromVideo
 from .sampler import LuminaVideoSampler, LuminaVideoStageSampler
 from .schedule import (

@@ -34,14 +34,14 @@ DTYPE_TOOLTIP = ("Weight dtype. default: bf16 on GPUs that compute it natively (
                  "fp32 on CPU.")
 
 
-def _demo_components() -> demo.DemoComponents:
+def _demo_components(vae_dtype: torch.dtype = torch.float32) -> demo.DemoComponents:
     """The built-in demo components, without disturbing the global torch RNG (untrained stand-ins are
     built from a fixed seed). All three are small, so each loader builds the set and keeps its part."""
     if not demo.DEMO_IS_TRAINED:
         log.warning("Lumina-Video: the built-in demo models have untrained random weights; the video will be noise "
                     "until trained demo weights ship")
     with torch.random.fork_rng(devices=[]):
-        return demo.load_demo()
+        return demo.load_demo(vae_dtype)
 
 
 def default_schedule(model) -> SampleConfig:
@@ -167,7 +167,8 @@ class LuminaVideoVAELoader(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, vae_name):
-        return missing_file_message("vae", vae_name, VAE_FOLDER_FILES, "the CogVideoX VAE (vae/ folder or .safetensors)")
+        return missing_file_message("vae", vae_name, VAE_FOLDER_FILES,
+                                    "the CogVideoX VAE (vae/ folder or .safetensors)")
 
     @classmethod
     def execute(cls, vae_name) -> io.NodeOutput:
@@ -175,7 +176,7 @@ class LuminaVideoVAELoader(io.ComfyNode):
         offload_device = comfy.model_management.vae_offload_device()
         dtype = comfy.model_management.vae_dtype(load_device, [torch.bfloat16, torch.float32])
         if vae_name == DEMO:
-            vae = _demo_components().vae.to(device=offload_device, dtype=dtype)
+            vae = _demo_components(dtype).vae.to(device=offload_device)
         else:
             vae = load_vae(resolve("vae", vae_name, VAE_FOLDER_FILES), dtype=dtype, device=offload_device)
         return io.NodeOutput(patcher(io_types.Component(vae), load_device, offload_device))

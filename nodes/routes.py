@@ -109,5 +109,6 @@ def register_routes() -> None:
     server = sys.modules.get("server")
     instance = getattr(getattr(server, "PromptServer", None), "instance", None)
     if instance is not None:
-        for route, answer in ((PLAN_ROUTE, plan), (MODEL_PATCHES_ROUTE, model_patches), (LATENT_SIZE_ROUTE, latent_size)):
+        routes = ((PLAN_ROUTE, plan), (MODEL_PATCHES_ROUTE, model_patches), (LATENT_SIZE_ROUTE, latent_size))
+        for route, answer in routes:
             instance.routes.post(route)(json_handler(answer))

@@ -80,7 +80,8 @@ def test_save_and_load_round_trip_with_dtype_conversion(tmp_path, tiny_model):
 def test_other_models_safetensors_is_refused(tmp_path):
     path = tmp_path / "unet.safetensors"
     save_file({"conv_in.weight": torch.zeros(4, 4, 3, 3), "time_embedding.linear_1.weight": torch.zeros(8, 4)}, path)
-    with pytest.raises(CheckpointError, match=r"not a Lumina-Video Multi-scale Next-DiT checkpoint.*2 tensors.*conv_in"):
+    with pytest.raises(CheckpointError,
+                       match=r"not a Lumina-Video Multi-scale Next-DiT checkpoint.*2 tensors.*conv_in"):
         load_model(path)
 
 

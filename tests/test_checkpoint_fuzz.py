@@ -12,11 +12,11 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from conftest import PARITY
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from lumina_core.checkpoint import CheckpointError, load_model, read_safetensors_header
-from conftest import PARITY
 
 ORIGINAL = PARITY / "tiny_weights.safetensors"
 

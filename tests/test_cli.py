@@ -9,9 +9,9 @@ from pathlib import Path
 import av
 import pytest
 from PIL import Image
+from size_rule import SIZE_TABLE, cli_verdict
 
 from lumina_core import cli, demo
-from size_rule import SIZE_TABLE, cli_verdict
 
 ROOT = Path(__file__).resolve().parents[1]  # the CLI runs from the repository, as the README says
 

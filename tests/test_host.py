@@ -25,7 +25,8 @@ NODE_IDS = {
     "LuminaVideoModelLoader", "LuminaVideoTextEncoderLoader", "LuminaVideoVAELoader", "LuminaVideoTextEncode",
     "LuminaVideoMotionScore", "LuminaVideoMotionScoreFromVideo", "LuminaVideoSchedulePreset",
     "LuminaVideoScheduleJSON", "LuminaVideoScheduleStage", "LuminaVideoEmptyLatentVideo", "LuminaVideoSampler",
-    "LuminaVideoStageSampler", "LuminaVideoVAEDecode",
+    "LuminaVideoStageSampler", "LuminaVideoVAEDecode", "LuminaVideoMotionConditioning", "LuminaVideoModelSchedule",
+    "LuminaVideoSigmas", "LuminaVideoGuider", "LuminaVideoVAEEncode",
 }
 
 
@@ -165,7 +166,8 @@ def test_missing_model_files_are_named_with_their_folder_on_queue(server):
     answer = server.post_answer("/prompt", {"prompt": prompt, "client_id": "lumina-video-tests"})
     assert answer["status"] == 400
     errors = {node: [e["details"] for e in info["errors"]] for node, info in answer["body"]["node_errors"].items()}
-    assert "'Lumina-Video-f24R960' is not installed: put it into ComfyUI's models/diffusion_models folder" in errors["1"][0]
+    expected = "'Lumina-Video-f24R960' is not installed: put it into ComfyUI's models/diffusion_models folder"
+    assert expected in errors["1"][0]
     assert "'CogVideoX-2b/vae' is not installed: put it into ComfyUI's models/vae folder" in errors["3"][0]
     assert DEMO in errors["1"][0]
     assert "2" not in errors  # the demo text encoder is there

@@ -1,12 +1,11 @@
 """Multi-scale Next-DiT behaviour beyond the fixture: input forms, padding, motion, dtypes, errors."""
 
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import PARITY, caption, relative_error
 
 from lumina_core.model import PRESETS, NextDiT, NextDiTConfig
-from conftest import PARITY, caption, relative_error
 
 
 def run(model, x, t, feats, mask, motion, patch=2, f_patch=1):

@@ -6,17 +6,16 @@ fp8 storage and partial loading work on the model."""
 import json
 from dataclasses import replace
 
-import pytest
-import torch
-from comfy_pack import pack  # noqa: F401  (boots ComfyUI in-process and imports the pack)
-
 import comfy.model_management
 import comfy.samplers
 import comfy.utils
+import pytest
+import torch
 from comfy_extras.nodes_context_windows import ContextWindowsManualNode
 from comfy_extras.nodes_custom_sampler import KSamplerSelect, RandomNoise, SamplerCustomAdvanced
 from comfy_extras.nodes_easycache import EasyCacheNode
 from comfy_extras.nodes_torch_compile import TorchCompileModel
+from comfy_pack import pack  # noqa: F401  (boots ComfyUI in-process and imports the pack)
 from conftest import relative_error
 from lumina_video_pack.lumina_core.model import NextDiT, NextDiTConfig
 from lumina_video_pack.lumina_core.sampling import SampleConfig

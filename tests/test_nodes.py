@@ -4,20 +4,17 @@ the pack is imported as a package, the way ComfyUI loads it (relative imports)."
 
 import asyncio
 import json
-from pathlib import Path
-
-import numpy as np
-import pytest
-import torch
-from comfy_pack import ROOT, pack
 
 import comfy.model_management
 import comfy.model_patcher
 import comfy.utils
 import folder_paths
+import numpy as np
+import pytest
+import torch
 from comfy.cli_args import LatentPreviewMethod
 from comfy_api.latest import io
-
+from comfy_pack import pack
 from lumina_video_pack.lumina_core.checkpoint import save_model
 from lumina_video_pack.lumina_core.motion import motion_score
 from lumina_video_pack.lumina_core.pipeline import VideoRequest, generate_latents
@@ -391,7 +388,7 @@ def test_vae_decode_gives_frames_and_a_video():
     latents = torch.randn(2, 16, 2, 4, 4, generator=torch.Generator().manual_seed(0))
     images, video = run(LuminaVideoVAEDecode, vae, {"samples": latents}, "off", 12.0)
     assert images.shape == (16, 32, 32, 3) and images.dtype == torch.float32
-    assert 0.0 <= images.min() and images.max() <= 1.0
+    assert images.min() >= 0.0 and images.max() <= 1.0
     single, _ = run(LuminaVideoVAEDecode, vae, {"samples": latents[1:]}, "off", 12.0)
     torch.testing.assert_close(images[8:], single, atol=1e-5, rtol=0)
     components = video.get_components()

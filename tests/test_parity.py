@@ -5,10 +5,10 @@ from dataclasses import replace
 
 import pytest
 import torch
+from conftest import relative_error
 
 from lumina_core.rope import rope_frequencies
 from lumina_core.sampling import SampleConfig, sample
-from conftest import relative_error
 
 FORWARD_TOL = 1e-4
 SAMPLE_TOL = 5e-4

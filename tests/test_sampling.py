@@ -4,10 +4,10 @@ from dataclasses import replace
 
 import pytest
 import torch
+from conftest import caption
 
 from lumina_core.sampling import OFFICIAL_PRESETS, SampleConfig, guided_velocity, sample
 from lumina_core.schedule import Stage, value_at
-from conftest import caption
 
 
 @pytest.fixture

@@ -150,9 +150,8 @@ def files_by_folder() -> dict[str, set[str]]:
 def write_tiny_files(base: Path) -> None:
     """Tiny random models under the referenced names, and a reference clip (a square moving right)."""
     from diffusers import AutoencoderKLCogVideoX
-    from transformers import Gemma2Config, Gemma2Model
-
     from safetensors.torch import save_file
+    from transformers import Gemma2Config, Gemma2Model
 
     from lumina_core import demo
     from lumina_core.checkpoint import OFFICIAL_WEIGHT_FILES, save_model
