@@ -434,11 +434,6 @@ class NextDiT(nn.Module):
 
     # -- forward -----------------------------------------------------------------------------
     def forward(self, x, t, cap_feats, cap_mask, motion_score, patch_size: int, f_patch_size: int):
-        return self.velocity(x, t, cap_feats, cap_mask, motion_score, patch_size, f_patch_size)
-
-    def velocity(self, x, t, cap_feats, cap_mask, motion_score, patch_size: int, f_patch_size: int):
-        """The official forward pass (see the class docstring). A host whose own ``forward`` has another
-        calling convention (ComfyUI) keeps this one reachable by name."""
         self.check_patch(patch_size, f_patch_size)
         is_tensor = isinstance(x, torch.Tensor)
         items = list(x.unbind(0)) if is_tensor else list(x)

@@ -194,8 +194,8 @@ def guided_velocity(model, x: torch.Tensor, t: float, stage: Stage, cond: Captio
         (feats, mask), model_x, motions = cond, x, [float(motion)] * batch
     rows = model_x.shape[0]
     t_rows = torch.full((rows,), t, dtype=torch.float32, device=x.device)
-    out = model.velocity(model_x.to(dtype), t_rows, feats, mask, torch.tensor(motions, device=x.device),
-                         stage.patch_size, stage.f_patch_size).float()
+    out = model(model_x.to(dtype), t_rows, feats, mask, torch.tensor(motions, device=x.device),
+                stage.patch_size, stage.f_patch_size).float()
     positive = out[:batch]
     guided = positive + cfg * (positive - out[batch:]) if use_negative else positive.clone()
     if float(renorm) > 0.0:

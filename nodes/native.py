@@ -160,12 +160,27 @@ class LuminaVideoDiT(NextDiT):
             scores = torch.where(torch.isnan(own), scores.double(), own)
         if attention_mask is None:
             attention_mask = torch.ones(context.shape[:2], dtype=torch.long, device=x.device)
-        velocity = self.velocity(x, torch.full((batch,), t, device=x.device), context, attention_mask,
-                                 scores.to(x.device, torch.float32), stage.patch_size, stage.f_patch_size)
+        velocity = NextDiT.forward(self, x, torch.full((batch,), t, device=x.device), context, attention_mask,
+                                   scores.to(x.device, torch.float32), stage.patch_size, stage.f_patch_size)
         return -velocity
 
 
 # -- BaseModel and its config ---------------------------------------------------------------------------------
+class OfficialCall:
+    """lumina_core's model contract (``model(x, t, cap_feats, cap_mask, motion, patch_size, f_patch_size)``,
+    ``config``, ``compute_dtype``, ``check_patch``) over a LuminaVideoDiT, whose own ``forward`` is ComfyUI's:
+    what the pack's samplers hand to ``lumina_core.sampling.sample``."""
+
+    def __init__(self, network: LuminaVideoDiT):
+        self.network = network
+
+    def __call__(self, *args):
+        return NextDiT.forward(self.network, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.network, name)
+
+
 class LuminaVideoModel(comfy.model_base.BaseModel):
     """ComfyUI's view of Lumina-Video: flow matching (sigma = 1 - t), captions, masks and per-row motion as
     conditioning. Deliberately not a subclass of core ``Lumina2``, whose LoRA key maps and third-party

@@ -16,7 +16,7 @@ from ..lumina_core.sampling import SampleConfig, check_runnable, sample, seeded_
 from ..lumina_core.sizes import check_latent_video_size
 from ..lumina_core.vae import SCALING_FACTOR
 from . import io_types
-from .native import MOTION_KEY, lumina_video_model
+from .native import MOTION_KEY, OfficialCall, lumina_video_model
 from .schedule import (
     grid_inputs,
     guidance_inputs,
@@ -101,8 +101,8 @@ def run(model_patcher, positive: list, negative: list, x: torch.Tensor, config: 
         comfy.model_management.throw_exception_if_processing_interrupted()
         progress.update_absolute(info["index"] + 1, info["total"], preview(info))
 
-    out = sample(network, x.to(device), tuple(t.to(device) for t in cond), tuple(t.to(device) for t in uncond),
-                 config, callback=callback)
+    out = sample(OfficialCall(network), x.to(device), tuple(t.to(device) for t in cond),
+                 tuple(t.to(device) for t in uncond), config, callback=callback)
     out = out.to(comfy.model_management.intermediate_device())
     end = {"t": config.stages[-1].t_end, "steps": config.steps, "shift": config.shift, "latent": out}
     return {"samples": out / SCALING_FACTOR, STAGE_END: end}

@@ -6,6 +6,9 @@ fp8 storage and partial loading work on the model."""
 import json
 from dataclasses import replace
 
+from comfy_pack import pack  # noqa: F401  (boots ComfyUI in-process and imports the pack)
+
+# isort: split
 import comfy.model_management
 import comfy.samplers
 import comfy.utils
@@ -15,7 +18,6 @@ from comfy_extras.nodes_context_windows import ContextWindowsManualNode
 from comfy_extras.nodes_custom_sampler import KSamplerSelect, RandomNoise, SamplerCustomAdvanced
 from comfy_extras.nodes_easycache import EasyCacheNode
 from comfy_extras.nodes_torch_compile import TorchCompileModel
-from comfy_pack import pack  # noqa: F401  (boots ComfyUI in-process and imports the pack)
 from conftest import relative_error
 from lumina_video_pack.lumina_core.model import NextDiT, NextDiTConfig
 from lumina_video_pack.lumina_core.sampling import SampleConfig
@@ -24,7 +26,7 @@ from lumina_video_pack.nodes.guidance import LuminaVideoGuider, LuminaVideoModel
 from lumina_video_pack.nodes.loaders import SAME_FOLDER, LuminaVideoModelLoader, LuminaVideoTextEncoderLoader
 from lumina_video_pack.nodes.model_files import DEMO
 from lumina_video_pack.nodes.motion import LuminaVideoMotionConditioning
-from lumina_video_pack.nodes.native import encode_motion, motion_at, native_model
+from lumina_video_pack.nodes.native import OfficialCall, encode_motion, motion_at, native_model
 from lumina_video_pack.nodes.sampler import LuminaVideoSampler
 from lumina_video_pack.nodes.schedule import LuminaVideoScheduleJSON, LuminaVideoSchedulePreset
 from lumina_video_pack.nodes.text import LuminaVideoTextEncode, conditioning
@@ -282,7 +284,7 @@ def test_partial_loading_below_the_model_size_gives_the_full_load_output(model, 
     x = seeded_noise(latent["samples"].shape, 9)
     cond = caption_rows(positive, 1, network.config.cap_feat_dim, "positive")
     uncond = caption_rows(negative, 1, network.config.cap_feat_dim, "negative")
-    out = sample(network, x, cond, uncond, schedule) / SCALING_FACTOR
+    out = sample(OfficialCall(network), x, cond, uncond, schedule) / SCALING_FACTOR
     partial.detach()
     # the same weights reach the same kernels, only later: equal up to float rounding of the casts (none in fp32)
     assert relative_error(out, full) < 1e-6

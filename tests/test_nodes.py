@@ -5,6 +5,9 @@ the pack is imported as a package, the way ComfyUI loads it (relative imports)."
 import asyncio
 import json
 
+from comfy_pack import pack  # boots ComfyUI in-process: before any comfy import
+
+# isort: split
 import comfy.model_management
 import comfy.model_patcher
 import comfy.utils
@@ -14,7 +17,6 @@ import pytest
 import torch
 from comfy.cli_args import LatentPreviewMethod
 from comfy_api.latest import io
-from comfy_pack import pack
 from lumina_video_pack.lumina_core.checkpoint import save_model
 from lumina_video_pack.lumina_core.motion import motion_score
 from lumina_video_pack.lumina_core.pipeline import VideoRequest, generate_latents
@@ -34,6 +36,7 @@ from lumina_video_pack.nodes.motion import (
     LuminaVideoMotionScore,
     LuminaVideoMotionScoreFromVideo,
 )
+from lumina_video_pack.nodes.native import OfficialCall
 from lumina_video_pack.nodes.routes import plan
 from lumina_video_pack.nodes.sampler import (
     STAGE_END,
@@ -204,8 +207,8 @@ def test_whole_sampler_equals_the_core_pipeline_bit_for_bit(model, text_encoder,
     schedule = chain()
     out = run(LuminaVideoSampler, model, positive, negative, latent, schedule, 11)[0]
     request = VideoRequest(prompt=PROMPT, negative_prompt=NEGATIVE, width=32, height=32, frames=8, seed=11)
-    expected = generate_latents(network(model), text_encoder.patcher.model.inner, text_encoder.tokenizer, request,
-                                schedule)
+    expected = generate_latents(OfficialCall(network(model)), text_encoder.patcher.model.inner,
+                                text_encoder.tokenizer, request, schedule)
     # exact: the node runs lumina_core's sampler on the same weights, noise and captions
     end = out[STAGE_END]
     assert torch.equal(end.pop("latent"), expected) and end == {"t": 1.0, "steps": STEPS, "shift": SHIFT}
