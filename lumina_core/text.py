@@ -33,6 +33,12 @@ SYSTEM_PROMPT = (
 )
 """Prefix the official pipeline puts before every prompt (positive and negative)."""
 
+MAX_TOKENS = 256
+"""Official token limit per prompt, template and ``<bos>`` included."""
+
+PAD_MULTIPLE = 8
+"""The official batch is right-padded to a multiple of this many tokens."""
+
 GEMMA2_HEAD_DIMS = {2304: (256, 256.0), 3584: (256, 256.0), 4608: (128, 144.0)}
 """hidden size -> (head_dim, query_pre_attn_scalar) of the released Gemma-2 2B, 9B and 27B."""
 
@@ -64,7 +70,7 @@ def apply_template(prompt: str) -> str:
     return SYSTEM_PROMPT + prompt
 
 
-def encode_prompts(text_model, tokenizer, prompts, max_length: int = 256):
+def encode_prompts(text_model, tokenizer, prompts, max_length: int = MAX_TOKENS):
     """Encode prompts into Lumina-Video caption features.
 
     Args:
@@ -94,6 +100,27 @@ def encode_prompts(text_model, tokenizer, prompts, max_length: int = 256):
         # use_cache=False only skips building a KV cache; the features are the same.
         output = text_model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
     return output.hidden_states[-2], mask
+
+
+def pad_captions(rows: Sequence[torch.Tensor]):
+    """Batch caption features of different lengths the way the official pipeline batches its prompts.
+
+    Args:
+        rows: features ``[L_i, D]`` of each prompt, ``<bos>`` first, without padding (one text encoder,
+            so one dtype, device and width D).
+
+    Returns:
+        ``(feats, mask)``: feats ``[B, L, D]`` with zeros after each row's tokens, mask ``[B, L]`` int64
+        (1 = token, 0 = right padding); ``L`` is the longest row rounded up to a multiple of
+        :data:`PAD_MULTIPLE`. Padded positions carry no meaning: the Next-DiT masks them out.
+    """
+    if not rows:
+        raise ValueError("rows is empty; pass the features of at least one prompt")
+    lengths = [row.shape[0] for row in rows]
+    length = -(-max(lengths) // PAD_MULTIPLE) * PAD_MULTIPLE
+    feats = torch.stack([torch.nn.functional.pad(row, (0, 0, 0, length - row.shape[0])) for row in rows])
+    mask = (torch.arange(length, device=feats.device) < torch.tensor(lengths, device=feats.device)[:, None]).long()
+    return feats, mask
 
 
 def load_text_encoder(path, tokenizer_path=None, dtype: torch.dtype = torch.float32, device="cpu", config=None):
@@ -182,8 +209,8 @@ def _tokenize(tokenizer, texts: list[str], max_length: int):
     padding_side = tokenizer.padding_side
     tokenizer.padding_side = "right"
     try:
-        return tokenizer(texts, padding=True, pad_to_multiple_of=8, max_length=max_length, truncation=True,
-                         return_tensors="pt")
+        return tokenizer(texts, padding=True, pad_to_multiple_of=PAD_MULTIPLE, max_length=max_length,
+                         truncation=True, return_tensors="pt")
     finally:
         tokenizer.padding_side = padding_side
 

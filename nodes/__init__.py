@@ -19,7 +19,7 @@ from .schedule import (
     LuminaVideoSchedulePreset,
     LuminaVideoScheduleStage,
 )
-from .text import LuminaVideoTextEncode
+from .text import LuminaVideoTextEncode, LuminaVideoTextEncodeCLIP
 from .video import LuminaVideoEmptyLatentVideo, LuminaVideoVAEDecode, LuminaVideoVAEEncode
 
 NODES: list[type[io.ComfyNode]] = [
@@ -27,6 +27,7 @@ NODES: list[type[io.ComfyNode]] = [
     LuminaVideoTextEncoderLoader,
     LuminaVideoVAELoader,
     LuminaVideoTextEncode,
+    LuminaVideoTextEncodeCLIP,
     LuminaVideoMotionScore,
     LuminaVideoMotionScoreFromVideo,
     LuminaVideoMotionConditioning,

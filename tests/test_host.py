@@ -26,7 +26,7 @@ NODE_IDS = {
     "LuminaVideoMotionScore", "LuminaVideoMotionScoreFromVideo", "LuminaVideoSchedulePreset",
     "LuminaVideoScheduleJSON", "LuminaVideoScheduleStage", "LuminaVideoEmptyLatentVideo", "LuminaVideoSampler",
     "LuminaVideoStageSampler", "LuminaVideoVAEDecode", "LuminaVideoMotionConditioning", "LuminaVideoModelSchedule",
-    "LuminaVideoSigmas", "LuminaVideoGuider", "LuminaVideoVAEEncode",
+    "LuminaVideoSigmas", "LuminaVideoGuider", "LuminaVideoVAEEncode", "LuminaVideoTextEncodeCLIP",
 }
 
 
