@@ -38,8 +38,8 @@ def require_host() -> None:
 ROOT = Path(__file__).resolve().parents[1]
 LINK_NAME = "comfyui-lumina-video"
 DEMO = "lumina-video-demo (built-in)"
-BOOT_TIMEOUT_S = 60
-RUN_TIMEOUT_S = 60
+BOOT_TIMEOUT_S = 300  # hang guards for a loaded machine, not speed checks
+RUN_TIMEOUT_S = 300
 
 
 class Server:

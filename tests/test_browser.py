@@ -308,7 +308,7 @@ def test_the_timeline_recovers_from_a_failed_plan_request_without_a_reload(page,
     schedule = ("preset", "sampler")  # the preset's plan, and the sampler's from it
 
     def expected(steps):
-        return server.post("/lumina_video/plan", {"preset": "f24F96R960", "steps": steps or None})
+        return server.post("/lumina_video/plan", {"preset": "f24F96R960-MultiScale", "steps": steps or None})
 
     for key in schedule:
         assert page.wait_plan(ids[key], expected(0)) == expected(0)
@@ -381,7 +381,7 @@ def test_drawing_the_timeline_sends_no_request(page, server):
     assert not sent
     # a change is: one request for each timeline it changes (the preset's and its sampler's)
     page.set_widget(ids["preset"], "steps", 30)
-    plan = server.post("/lumina_video/plan", {"preset": "f24F96R960", "steps": 30})
+    plan = server.post("/lumina_video/plan", {"preset": "f24F96R960-MultiScale", "steps": 30})
     for key in ("preset", "sampler"):
         assert page.wait_plan(ids[key], plan) == plan, key
     assert sorted(json.loads(request.post_data)["steps"] for request in sent) == [30, 30]

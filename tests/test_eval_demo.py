@@ -14,8 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.skipif(not demo.DEMO_IS_TRAINED, reason="no trained demo models in lumina_core/demo_models")
 def test_quick_evaluation_prints_the_table():
+    # the timeout guards against a hang on a loaded machine; it is not a speed check
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "eval_demo.py"), "--quick"],
-                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+                            capture_output=True, text=True, timeout=1200, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     rows = {line.split("|")[1].strip(): line for line in result.stdout.splitlines() if line.startswith("| ")}
     for measure in ("colour adherence (6 prompts)", "time ratio multi / single", "motion Spearman, all 5 samples"):

@@ -294,7 +294,7 @@ def runs(server, object_info):
     results = {}
     for name in order:
         prompt = reduced(to_api(load(WORKFLOW_DIR / name), object_info))
-        results[name] = server.wait(server.queue(prompt), timeout=120)
+        results[name] = server.wait(server.queue(prompt), timeout=600)
     return results
 
 
