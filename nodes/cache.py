@@ -72,6 +72,10 @@ def with_step_cache(model_patcher, threshold: float, start: float, end: float):
     """A clone of a Lumina-Video MODEL that skips model calls by a StepCache with these settings."""
     lumina_video_model(model_patcher)
     settings = StepCache(threshold, start, end)
+    present = model_patcher.model_options.get("transformer_options", {}).get(STEP_CACHE_KEY)
+    if present is not None:
+        raise ValueError(f"this MODEL already has a Lumina-Video Step Cache (threshold {present.threshold}); "
+                         "chain one Step Cache node only, and set its threshold there")
     patched = model_patcher.clone()
     patched.model_options.setdefault("transformer_options", {})[STEP_CACHE_KEY] = settings
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, outer_sample_wrapper)

@@ -184,6 +184,8 @@ def test_cancel_stops_a_cached_run_at_the_next_call(cached_model, captions, late
         assert len(log.calls) == call + 2  # it stopped at the next call, a skipped one
 
 
-def test_settings_are_checked(model):
+def test_settings_are_checked(model, cached_model):
     with pytest.raises(ValueError, match=r"start 0.8, end 0.2 is not 0 <= start <= end <= 1"):
         run(LuminaVideoStepCache, model, 0.2, 0.8, 0.2)
+    with pytest.raises(ValueError, match=r"already has a Lumina-Video Step Cache \(threshold 0.3\); chain one"):
+        run(LuminaVideoStepCache, cached_model, 0.5, 0.0, 1.0)
