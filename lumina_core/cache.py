@@ -95,7 +95,7 @@ class StepCache:
     def __post_init__(self):
         if not 0.0 <= self.threshold <= MAX_THRESHOLD:
             raise ValueError(f"step cache threshold {self.threshold} is outside [0, {MAX_THRESHOLD}]; use 0 (no "
-                             "skipping) up to about 0.5 (0.1-0.5 skip 30-75% of the calls on the demo model)")
+                             "skipping) up to about 0.5 (0.1-0.5 skip half to three quarters of the demo's calls)")
         if not 0.0 <= self.start <= self.end <= 1.0:
             raise ValueError(f"step cache range start {self.start}, end {self.end} is not 0 <= start <= end <= 1; "
                              "give official times t (0 = noise, 1 = data), e.g. start 0, end 1 for the whole run")
