@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .cache import MAX_THRESHOLD, StepCache
 from .sampling import OFFICIAL_PRESETS, SampleConfig
 
 if TYPE_CHECKING:
@@ -54,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--frames", type=int, help="8m or 8m+1 frames (e.g. 16, 49, 96; 8m for schedules with f-patch 2 "
                      "stages), or 1 for an image")
     gen.add_argument("--fps", type=float, help="frame rate of the mp4")
+    gen.add_argument("--cache", type=float, default=0.0, metavar="THRESHOLD",
+                     help=f"step cache: skip model calls predicted to change little, 0 (off, default) to "
+                          f"{MAX_THRESHOLD}; 0.1-0.5 is the useful range (higher skips more and drifts further "
+                          "from the uncached video); it starts over at every patch switch")
     gen.add_argument("--dtype", choices=DTYPES, default="fp32", help="weight dtype (fp32 on CPU)")
     gen.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     return parser
@@ -91,13 +96,24 @@ def check_paths(args) -> None:
         raise UsageError(f"--out {out} is a folder; give a file name such as {out / 'video.mp4'}")
 
 
-def plan(args) -> tuple[SampleConfig, "VideoRequest", float]:
-    """Validate every value; returns (schedule, request, fps)."""
+def step_cache(threshold: float) -> StepCache | None:
+    """The --cache value as a StepCache (None for 0 = off)."""
+    try:
+        cache = StepCache(threshold)
+    except ValueError:
+        raise UsageError(f"--cache {threshold} is outside [0, {MAX_THRESHOLD}]; use 0 (off) or a threshold such as "
+                         "0.2 (0.1-0.5 is the useful range)") from None
+    return cache if threshold > 0 else None
+
+
+def plan(args) -> tuple[SampleConfig, "VideoRequest", float, StepCache | None]:
+    """Validate every value; returns (schedule, request, fps, step cache or None)."""
     from .demo import DEMO_SIZE
     from .pipeline import VideoRequest
     from .sizes import check_video_size
 
     check_paths(args)
+    cache = step_cache(args.cache)
     use_demo = args.model is None
     config = resolve_schedule(args.schedule, use_demo)
     changes = {}
@@ -116,7 +132,7 @@ def plan(args) -> tuple[SampleConfig, "VideoRequest", float]:
     request = VideoRequest(prompt=args.prompt, negative_prompt=args.negative_prompt, width=width, height=height,
                            frames=frames, seed=args.seed)
     check_video_size(width, height, frames, config)
-    return config, request, fps
+    return config, request, fps, cache
 
 
 def load_components(args):
@@ -146,7 +162,7 @@ def generate(args) -> Path:
     from .workflow import GenerationGraph
     from .workflow import metadata as workflow_metadata
 
-    config, request, fps = plan(args)
+    config, request, fps, cache = plan(args)
     start = time.perf_counter()
     model, text_model, tokenizer, vae = load_components(args)
     check_request(model, request, config)
@@ -155,11 +171,13 @@ def generate(args) -> Path:
             bar.set_postfix_str(f"t={info['t']:.3f} patch {info['f_patch_size']}x{info['patch_size']}")
             bar.update(1)
 
-        frames = generate_video(model, text_model, tokenizer, vae, request, config, callback=progress)
+        frames = generate_video(model, text_model, tokenizer, vae, request, config, callback=progress, cache=cache)
+    if cache is not None:
+        print(f"step cache (threshold {cache.threshold}): {cache.summary()}", file=sys.stderr)
     graph = GenerationGraph(prompt=request.prompt, negative_prompt=request.negative_prompt, seed=request.seed,
                             width=request.width, height=request.height, frames=request.frames, fps=fps,
                             schedule=config.to_official(), model=args.model, text_encoder=args.text_encoder,
-                            tokenizer=args.tokenizer, vae=args.vae, weight_dtype=args.dtype)
+                            tokenizer=args.tokenizer, vae=args.vae, weight_dtype=args.dtype, cache=args.cache)
     metadata = workflow_metadata(graph)
     video = write_mp4(args.out, frames.numpy(), fps, metadata=metadata)
     sheet = write_contact_sheet(args.out.with_suffix(".png"), frames.numpy(), metadata=metadata)

@@ -8,6 +8,7 @@ from typing import Callable, Optional
 
 import torch
 
+from .cache import StepCache
 from .sampling import SampleConfig, check_runnable, sample, seeded_noise
 from .sizes import check_video_size
 from .text import encode_prompts
@@ -42,19 +43,21 @@ def initial_noise(request: VideoRequest) -> torch.Tensor:
 
 @torch.no_grad()
 def generate_latents(model, text_model, tokenizer, request: VideoRequest, config: SampleConfig,
-                     callback: Optional[Callable[[dict], None]] = None) -> torch.Tensor:
+                     callback: Optional[Callable[[dict], None]] = None, cache: Optional[StepCache] = None
+                     ) -> torch.Tensor:
     check_request(model, request, config)
     feats, mask = encode_prompts(text_model, tokenizer, [request.prompt, request.negative_prompt])
     device = next(model.parameters()).device
     feats, mask = feats.to(device), mask.to(device)
     noise = initial_noise(request).to(device)
-    return sample(model, noise, (feats[:1], mask[:1]), (feats[1:], mask[1:]), config, callback=callback)
+    return sample(model, noise, (feats[:1], mask[:1]), (feats[1:], mask[1:]), config, callback=callback, cache=cache)
 
 
 @torch.no_grad()
 def generate_video(model, text_model, tokenizer, vae, request: VideoRequest, config: SampleConfig,
-                   callback: Optional[Callable[[dict], None]] = None) -> torch.Tensor:
-    """Frames [F, H, W, 3] float in [0, 1]."""
-    latents = generate_latents(model, text_model, tokenizer, request, config, callback)
+                   callback: Optional[Callable[[dict], None]] = None, cache: Optional[StepCache] = None
+                   ) -> torch.Tensor:
+    """Frames [F, H, W, 3] float in [0, 1]. ``cache``: a fresh StepCache to skip model calls (see sampling.sample)."""
+    latents = generate_latents(model, text_model, tokenizer, request, config, callback, cache)
     vae_param = next(vae.parameters())
     return decode(vae, latents.to(vae_param.device, vae_param.dtype))[0].float().cpu()

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from .cache import StepCache
 from .model import check_latent_size
 from .schedule import (
     Stage,
@@ -208,13 +210,18 @@ def guided_velocity(model, x: torch.Tensor, t: float, stage: Stage, cond: Captio
 
 @torch.no_grad()
 def sample(model, noise: torch.Tensor, cond: Caption, uncond: Optional[Caption], config: SampleConfig,
-           callback: Optional[Callable[[dict], None]] = None) -> torch.Tensor:
+           callback: Optional[Callable[[dict], None]] = None, cache: Optional[StepCache] = None) -> torch.Tensor:
     """Integrate the flow ODE from ``noise`` (the latent at the first stage's start) over the config's
     stages; returns the float32 latent at the end of the last stage.
 
     ``callback(dict(step, t, t_next, x, velocity, patch_size, f_patch_size, index, total))`` runs
-    after every model call, before the Euler update (x is the latent at t). An exception raised in
+    after every step, before the Euler update (x is the latent at t). An exception raised in
     it stops sampling; the input tensors are never modified.
+
+    ``cache`` (a fresh :class:`~lumina_core.cache.StepCache`) may replace guided velocities by predictions;
+    it starts over at every stage and at every change of cfg, motion, negative motion or renorm, so the
+    first calls after a patch switch or cfg truncation always run the model. ``cache.summary()`` then says
+    how many calls it skipped per stage.
     """
     check_runnable(model, noise.shape, config)
     feats, mask = cond
@@ -228,9 +235,10 @@ def sample(model, noise: torch.Tensor, cond: Caption, uncond: Optional[Caption],
     x = noise.float()
     grid = config.grid()
     for index, (step, t, t_next, stage) in enumerate(calls):
-        velocity = guided_velocity(model, x, t, stage, cond, uncond, float(value_at(config.cfg, t)),
-                                   value_at(config.motion, t), value_at(config.neg_motion, t),
-                                   float(value_at(config.renorm, t)))
+        guidance = (float(value_at(config.cfg, t)), value_at(config.motion, t), value_at(config.neg_motion, t),
+                    float(value_at(config.renorm, t)))
+        compute = partial(guided_velocity, model, x, t, stage, cond, uncond, *guidance)
+        velocity = compute() if cache is None else cache("guided", stage.patch, t, x, compute, phase=guidance)
         if callback is not None:
             callback(dict(step=step, t=t, t_next=t_next, x=x, velocity=velocity, patch_size=stage.patch_size,
                           f_patch_size=stage.f_patch_size, index=index, total=len(calls)))

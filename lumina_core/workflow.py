@@ -3,7 +3,7 @@
 ``python -m lumina_core generate`` writes this graph into its mp4 and PNG files (as ComfyUI's own
 savers do: ``workflow`` = UI format, ``prompt`` = API format), so dropping the file onto the
 ComfyUI canvas restores a graph of the pack's nodes that reproduces the same latents: same
-models, schedule (as official JSON), prompts, seed, motion values, size and frame count.
+models, schedule (as official JSON), prompts, seed, motion values, size, frame count and step cache.
 
 This module only writes JSON; it names the pack's node ids but never imports ComfyUI.
 """
@@ -51,6 +51,7 @@ class GenerationGraph:
     tokenizer: Optional[str] = None
     vae: Optional[str] = None
     weight_dtype: str = "default"
+    cache: float = 0.0  # step cache threshold; 0 = no Step Cache node
 
 
 def model_entry(path: Optional[str]) -> str:
@@ -80,8 +81,14 @@ def nodes_for(graph: GenerationGraph) -> list[Node]:
                   [("resolution", CUSTOM_RESOLUTION), ("width", graph.width), ("height", graph.height),
                    ("frames", graph.frames), ("batch_size", 1)],
                   outputs=[("latent", "LATENT")], pos=(400, 560), height=150)
+    model_source = (1, 0, "MODEL")
+    cache = []
+    if graph.cache > 0:
+        cache = [Node(10, "LuminaVideoStepCache", [("threshold", graph.cache), ("start", 0.0), ("end", 1.0)],
+                      links={"model": model_source}, outputs=[("model", "MODEL")], pos=(40, 460), height=130)]
+        model_source = (10, 0, "MODEL")
     sampler = Node(7, "LuminaVideoSampler", [("seed", graph.seed)],
-                   links={"model": (1, 0, "MODEL"), "positive": (4, 0, "CONDITIONING"),
+                   links={"model": model_source, "positive": (4, 0, "CONDITIONING"),
                           "negative": (4, 1, "CONDITIONING"), "latent": (6, 0, "LATENT"),
                           "schedule": (5, 0, "LUMINA_VIDEO_SCHEDULE")},
                    outputs=[("latent", "LATENT")], pos=(760, 60), height=260, control_after="seed")
@@ -90,7 +97,7 @@ def nodes_for(graph: GenerationGraph) -> list[Node]:
                   outputs=[("images", "IMAGE"), ("video", "VIDEO")], pos=(760, 360), height=150)
     save = Node(9, "SaveVideo", [("filename_prefix", "video/lumina_video"), ("format", "auto"), ("codec", "auto")],
                 links={"video": (8, 1, "VIDEO")}, pos=(1120, 60), height=400)
-    return [model_loader, text_loader, vae_loader, encode, schedule, latent, sampler, decode, save]
+    return [model_loader, text_loader, vae_loader, encode, schedule, latent, *cache, sampler, decode, save]
 
 
 def _note_text(graph: GenerationGraph) -> str:

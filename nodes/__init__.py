@@ -6,6 +6,7 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
+from .cache import LuminaVideoStepCache
 from .guidance import LuminaVideoGuider, LuminaVideoModelSchedule, LuminaVideoSigmas
 from .loaders import (
     LuminaVideoModelLoader,
@@ -40,6 +41,7 @@ NODES: list[type[io.ComfyNode]] = [
     LuminaVideoModelSchedule,
     LuminaVideoSigmas,
     LuminaVideoGuider,
+    LuminaVideoStepCache,
     LuminaVideoVAEDecode,
     LuminaVideoVAEEncode,
 ]

@@ -121,6 +121,18 @@ def stage_at(schedule: SampleConfig, t: float) -> Stage:
     return schedule.stages[0] if t < schedule.stages[0].t_start else schedule.stages[-1]
 
 
+def row_motion(schedule: SampleConfig, t: float, motion: Optional[torch.Tensor], motion_role: Optional[torch.Tensor],
+               batch: int) -> torch.Tensor:
+    """The motion score of each row at t: a row's own (``motion``, encoded rows), else the schedule's for its role
+    (``motion_role`` 1 = positive prompt, 0 = negative; all positive when None)."""
+    positive = torch.ones(batch, dtype=torch.bool) if motion_role is None else motion_role.bool().cpu()
+    scores = torch.where(positive, float(value_at(schedule.motion, t)), float(value_at(schedule.neg_motion, t)))
+    if motion is not None:
+        own = motion_at(motion.cpu(), t)
+        scores = torch.where(torch.isnan(own), scores.double(), own)
+    return scores
+
+
 class LuminaVideoDiT(NextDiT):
     """The Multi-scale Next-DiT as ComfyUI builds diffusion models: keyword config plus ``dtype``, ``device``
     and ``operations`` (comfy.ops), forward(x, sigma, context, ...) -> -velocity through ComfyUI's
@@ -152,12 +164,7 @@ class LuminaVideoDiT(NextDiT):
         t = official_time(timesteps, schedule)
         stage = stage_at(schedule, t)
         batch = x.shape[0]
-        # a row's own motion, else the schedule's for its role (positive / negative prompt)
-        positive = torch.ones(batch, dtype=torch.bool) if motion_role is None else motion_role.bool().cpu()
-        scores = torch.where(positive, float(value_at(schedule.motion, t)), float(value_at(schedule.neg_motion, t)))
-        if motion is not None:
-            own = motion_at(motion.cpu(), t)
-            scores = torch.where(torch.isnan(own), scores.double(), own)
+        scores = row_motion(schedule, t, motion, motion_role, batch)
         if attention_mask is None:
             attention_mask = torch.ones(context.shape[:2], dtype=torch.long, device=x.device)
         velocity = NextDiT.forward(self, x, torch.full((batch,), t, device=x.device), context, attention_mask,

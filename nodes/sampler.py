@@ -16,6 +16,7 @@ from ..lumina_core.sampling import SampleConfig, check_runnable, sample, seeded_
 from ..lumina_core.sizes import check_latent_video_size
 from ..lumina_core.vae import SCALING_FACTOR
 from . import io_types
+from .cache import attached_cache, log_summary
 from .native import MOTION_KEY, OfficialCall, lumina_video_model
 from .schedule import (
     grid_inputs,
@@ -101,8 +102,11 @@ def run(model_patcher, positive: list, negative: list, x: torch.Tensor, config: 
         comfy.model_management.throw_exception_if_processing_interrupted()
         progress.update_absolute(info["index"] + 1, info["total"], preview(info))
 
+    cache = attached_cache(model_patcher)  # from a Step Cache node
     out = sample(OfficialCall(network), x.to(device), tuple(t.to(device) for t in cond),
-                 tuple(t.to(device) for t in uncond), config, callback=callback)
+                 tuple(t.to(device) for t in uncond), config, callback=callback, cache=cache)
+    if cache is not None:
+        log_summary(cache)
     out = out.to(comfy.model_management.intermediate_device())
     end = {"t": config.stages[-1].t_end, "steps": config.steps, "shift": config.shift, "latent": out}
     return {"samples": out / SCALING_FACTOR, STAGE_END: end}

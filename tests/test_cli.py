@@ -49,6 +49,7 @@ def no_model_loads(monkeypatch):
     (["--steps", "1"], "step 1"),
     (["--fps", "0"], "--fps 0.0 must be positive"),
     (["--model", "missing.safetensors"], "--model missing.safetensors does not exist"),
+    (["--cache", "-1"], r"--cache -1.0 is outside \[0, 2.0\]; use 0 \(off\) or a threshold such as 0.2"),
 ])
 def test_bad_values_fail_fast_with_a_clear_message(tmp_path, capsys, no_model_loads, extra, message):
     with pytest.raises(SystemExit) as exit_info:
@@ -109,3 +110,19 @@ def test_generated_files_carry_the_equivalent_comfyui_graph(tmp_path):
         assert origin in ids and target in ids
         target_node = next(node for node in workflow["nodes"] if node["id"] == target)
         assert target_node["inputs"][slot]["link"] == link_id
+
+
+def test_cache_flag_skips_calls_says_so_and_puts_the_cache_node_in_the_graph(tmp_path, capsys):
+    out = tmp_path / "clip.mp4"
+    cli.main(["generate", "--prompt", "a red circle moving left", "--steps", "30", "--cache", "0.3",
+              "--out", str(out)])
+    summary = re.search(r"step cache \(threshold 0.3\): skipped (\d+) of 29 model calls \(2x2 \d+/\d+, 1x2 \d+/\d+, "
+                        r"1x1 \d+/\d+\)", capsys.readouterr().err)
+    assert summary and int(summary.group(1)) > 0
+    with av.open(str(out)) as container:
+        prompt = json.loads(dict(container.metadata)["prompt"])
+    cache_id, cache_node = next((key, node) for key, node in prompt.items()
+                                if node["class_type"] == "LuminaVideoStepCache")
+    assert cache_node["inputs"] == {"threshold": 0.3, "start": 0.0, "end": 1.0, "model": ["1", 0]}
+    sampler = next(node for node in prompt.values() if node["class_type"] == "LuminaVideoSampler")
+    assert sampler["inputs"]["model"] == [cache_id, 0]
