@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from .model import check_latent_size
+from .model import NextDiTConfig, check_latent_size
 from .sampling import SampleConfig, guided_velocity
 from .schedule import Stage, format_patch, value_at
 
@@ -45,9 +45,9 @@ def cache_path() -> Path:
     return Path(folder) / CACHE_FILE
 
 
-def architecture_hash(model) -> str:
-    """12 hex digits naming the model's architecture (its NextDiTConfig), not its weights."""
-    text = json.dumps(model.config.to_dict(), sort_keys=True, default=list)
+def architecture_hash(config: NextDiTConfig) -> str:
+    """12 hex digits naming a model architecture (its NextDiTConfig), not its weights."""
+    text = json.dumps(config.to_dict(), sort_keys=True, default=list)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -73,7 +73,8 @@ class CostKey:
 
     @classmethod
     def of(cls, model, latent_shape: Sequence[int], caption_tokens: int, device: torch.device) -> "CostKey":
-        return cls(architecture_hash(model), str(model.compute_dtype).removeprefix("torch."), device_name(device),
+        dtype = str(model.compute_dtype).removeprefix("torch.")
+        return cls(architecture_hash(model.config), dtype, device_name(device),
                    tuple(int(size) for size in latent_shape), int(caption_tokens))
 
     @property

@@ -6,6 +6,7 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
+from .budget import LuminaVideoScheduleForTimeBudget
 from .guidance import LuminaVideoGuider, LuminaVideoModelSchedule, LuminaVideoSigmas
 from .loaders import (
     LuminaVideoModelLoader,
@@ -34,6 +35,7 @@ NODES: list[type[io.ComfyNode]] = [
     LuminaVideoSchedulePreset,
     LuminaVideoScheduleJSON,
     LuminaVideoScheduleStage,
+    LuminaVideoScheduleForTimeBudget,
     LuminaVideoEmptyLatentVideo,
     LuminaVideoSampler,
     LuminaVideoStageSampler,

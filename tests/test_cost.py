@@ -64,8 +64,8 @@ def test_calibration_times_every_pair_that_fits_the_latent_and_leaves_the_rng_al
     assert torch.equal(torch.get_rng_state(), state)
     assert set(costs.guided) == set(costs.unguided) == {"2x4", "2x2", "1x2"}
     assert all(seconds > 0 for seconds in [*costs.guided.values(), *costs.unguided.values()])
-    assert costs.key == CostKey(cost.architecture_hash(small_model), "float32", cost.device_name(torch.device("cpu")),
-                                (1, 16, 4, 8, 8), 12)
+    cpu = cost.device_name(torch.device("cpu"))
+    assert costs.key == CostKey(cost.architecture_hash(small_model.config), "float32", cpu, (1, 16, 4, 8, 8), 12)
     odd_frames = calibrate(small_model, (1, 16, 3, 8, 8), 12, torch.device("cpu"))  # f-patch 2 does not divide 3
     assert set(odd_frames.guided) == {"1x2"}
 
@@ -82,9 +82,9 @@ def test_calibration_counts_two_rows_when_guided(small_model):
 
 def test_the_key_follows_architecture_size_caption_and_dtype_not_weights(small_model):
     same_architecture = NextDiT(small_model.config).eval()
-    assert cost.architecture_hash(same_architecture) == cost.architecture_hash(small_model)
+    assert cost.architecture_hash(same_architecture.config) == cost.architecture_hash(small_model.config)
     wider = NextDiT(replace(small_model.config, dim=96, n_heads=3, n_kv_heads=1)).eval()
-    assert cost.architecture_hash(wider) != cost.architecture_hash(small_model)
+    assert cost.architecture_hash(wider.config) != cost.architecture_hash(small_model.config)
     cpu = torch.device("cpu")
     keys = {CostKey.of(small_model, (1, 16, 4, 8, 8), 12, cpu), CostKey.of(small_model, (1, 16, 4, 8, 16), 12, cpu),
             CostKey.of(small_model, (2, 16, 4, 8, 8), 12, cpu), CostKey.of(small_model, (1, 16, 4, 8, 8), 13, cpu),
