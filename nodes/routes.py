@@ -11,8 +11,8 @@ answers {"stages": [{"patch", "t_start", "t_end", "calls"}], "call_times": [t of
 "cost": {"model_name": loader entry, "latent": Empty Latent Video widgets (resolution, width, height, frames,
 batch_size)} and a cached calibration of that architecture at that size (lumina_core.cost; the latest one),
 each stage also has "seconds", the answer "seconds" (the total) and "calibration" (what was timed). A budget
-answer is the fitted schedule's plan plus "budget" (what was traded); without a calibration it is the base's
-plan and "budget" says when the prediction comes.
+answer is the fitted schedule's plan plus "budget" (what was traded) and "budget_seconds"; without a
+calibration it is the base's plan and "budget" says when the prediction comes.
 
 POST /lumina_video/model_patches {"model_name": loader entry} answers {"patches": ["2x4", ...]}: the
 patch pairs of that checkpoint (read from its header, no weights loaded), or {"error": message}.
@@ -114,7 +114,7 @@ def plan(request: dict) -> dict:
         return {**plan_of(base, None), "budget": "the base schedule; the fitted one is predicted once this model "
                                                  "and size are calibrated (running this node calibrates)"}
     fitted = fit_budget(base, costs, float(budget["seconds"]))
-    return {**plan_of(fitted.config, costs), "budget": fitted.summary()}
+    return {**plan_of(fitted.config, costs), "budget": fitted.summary(), "budget_seconds": fitted.budget}
 
 
 def model_patches(request: dict) -> dict:

@@ -121,6 +121,7 @@ def test_the_plan_route_shows_the_budget_node_s_schedule(model, latent):
     fitted, summary = budget(model, latent, half)
     shown = plan({"budget": {"seconds": half, "base": base_request}, "cost": context})
     assert shown["total_calls"] == len(fitted.plan()) and shown["budget"] == summary.split("\nPrediction:")[0]
+    assert shown["budget_seconds"] == half and shown["seconds"] <= half
     with pytest.raises(BudgetTooSmall, match="raise the budget to at least"):  # the page shows it as the error
         plan({"budget": {"seconds": 1e-9, "base": base_request}, "cost": context})
 
