@@ -296,8 +296,9 @@ function drawTimeline(ctx, node, width, y) {
   } else {
     const total = Math.max(1, plan.total_calls);
     const end = plan.stages[plan.stages.length - 1].t_end;
-    const seconds = plan.seconds === undefined ? "" : `, ~${formatSeconds(plan.seconds)}`
-      + (plan.budget_seconds === undefined ? "" : ` of ${formatSeconds(plan.budget_seconds)}`);
+    // predicted seconds (of the budget), or for a budget not yet calibrated: the base schedule is shown
+    const seconds = plan.seconds === undefined ? (plan.budget === undefined ? "" : ", base until calibrated")
+      : `, ~${formatSeconds(plan.seconds)}` + (plan.budget_seconds === undefined ? "" : ` of ${formatSeconds(plan.budget_seconds)}`);
     const summary = `${plan.total_calls} calls, t=${end === 1 ? 1 : end}${seconds}`;
     const summaryLeft = right - ctx.measureText(summary).width - 2;
     ctx.fillStyle = "#ddd";

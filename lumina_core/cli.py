@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "cheapest version does not fit")
     gen.add_argument("--draft", type=Path, metavar="FILE.mp4",
                      help="also write a draft video as soon as the first (coarse) stage ends: the predicted clean "
-                          "video at half the width and height, written before the final one (which it never changes)")
+                          "video at a quarter of the width and height, written before the final one (which it never "
+                          "changes)")
     return parser
 
 

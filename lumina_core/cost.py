@@ -19,10 +19,11 @@ import hashlib
 import json
 import os
 import platform
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -153,15 +154,29 @@ def runnable_pairs(model, latent_shape: Sequence[int]) -> list[tuple[int, int]]:
     return pairs
 
 
+def _timed_call(model, x, stage: Stage, caption, cfg: float, device: torch.device,
+                clock: Callable[[], float]) -> float:
+    _synchronize(device)
+    start = clock()
+    guided_velocity(model, x, 0.5, stage, caption, caption, cfg, 6.0, 2.0, -1.0)
+    _synchronize(device)
+    return clock() - start
+
+
 @torch.no_grad()
 def calibrate(model, latent_shape: Sequence[int], caption_tokens: int, device: torch.device,
-              pairs: Optional[Sequence[tuple[int, int]]] = None) -> CallCosts:
-    """Time one guided and one unguided call of each patch pair (default: every pair of the model that fits the
-    latent), after one untimed warm-up call each, on random inputs of the run's size on ``device``. ``model``
-    follows lumina_core's model contract (NextDiT, or a host's wrapper of it) and is already on ``device``."""
+              pairs: Optional[Sequence[tuple[int, int]]] = None, repeats: int = 1,
+              clock: Callable[[], float] = time.perf_counter) -> CallCosts:
+    """Time guided and unguided calls of each patch pair (default: every pair of the model that fits the latent),
+    after one untimed warm-up call each, on random inputs of the run's size on ``device``; ``repeats`` timed calls
+    of each kind give their median (1 by default: the cheapest calibration). ``clock`` reads seconds (wall time by
+    default; ``time.process_time`` gives the CPU time a busy shared machine does not inflate). ``model`` follows
+    lumina_core's model contract (NextDiT, or a host's wrapper of it) and is already on ``device``."""
     device = torch.device(device)
     if caption_tokens < 1:
         raise ValueError(f"caption_tokens {caption_tokens} is below 1; give the caption length the run will use")
+    if repeats < 1:
+        raise ValueError(f"repeats {repeats} is below 1; time at least one call of each kind")
     pairs = list(pairs) if pairs is not None else runnable_pairs(model, latent_shape)
     if not pairs:
         offered = ", ".join(format_patch(p, f) for p, f in model.config.patch_pairs)
@@ -176,17 +191,12 @@ def calibrate(model, latent_shape: Sequence[int], caption_tokens: int, device: t
     guided, unguided = {}, {}
     for patch_size, f_patch_size in pairs:
         stage = Stage(patch_size, f_patch_size)
-        for index in range(WARMUP_CALLS + 2):
-            cfg = 0.0 if index == WARMUP_CALLS + 1 else 4.0
-            _synchronize(device)
-            start = time.perf_counter()
-            guided_velocity(model, x, 0.5, stage, caption, caption, cfg, 6.0, 2.0, -1.0)
-            _synchronize(device)
-            seconds = time.perf_counter() - start
-            if index == WARMUP_CALLS:
-                guided[stage.patch] = seconds
-            elif index == WARMUP_CALLS + 1:
-                unguided[stage.patch] = seconds
+        for _ in range(WARMUP_CALLS):
+            _timed_call(model, x, stage, caption, 4.0, device, clock)
+        guided[stage.patch] = statistics.median(_timed_call(model, x, stage, caption, 4.0, device, clock)
+                                                for _ in range(repeats))
+        unguided[stage.patch] = statistics.median(_timed_call(model, x, stage, caption, 0.0, device, clock)
+                                                  for _ in range(repeats))
     key = CostKey.of(model, latent_shape, caption_tokens, device)
     return CallCosts(key, guided, unguided, time.time())
 

@@ -3,9 +3,11 @@ fine stages still run.
 
 At the first stage's last model call the sampler knows x (the latent at t) and the guided velocity v, so the
 clean latent it predicts is x + (1 - t) v (one Euler step to t = 1). The draft decodes that latent with the
-same VAE, every latent frame, but spatially averaged down by ``scale`` first (scale 2: a quarter of the
-pixels to decode, frames at half the width and height). A draft only reads the sampler's tensors, so the
-final video is bit for bit the one made without it.
+same VAE, every latent frame, but spatially averaged down by ``scale`` first: the default 4 leaves 1/16 of the
+pixels to decode, frames at a quarter of the width and height (1248x704 -> 312x176). Measured on the demo
+(benchmarks/bench_budget.py, docs/compute_budget.md), scale 2 cost about 10 % of the run it previews
+(sampling + final decode), scale 4 a few percent. A draft only reads the sampler's tensors, so the final video
+is bit for bit the one made without it.
 
 A schedule of one stage has no draft: its first stage ends with the final video.
 """
@@ -21,7 +23,7 @@ import torch.nn.functional as F
 from .sampling import SampleConfig
 from .vae import SCALING_FACTOR, decode
 
-DRAFT_SCALE = 2
+DRAFT_SCALE = 4
 
 
 def predicted_clean(info: dict) -> torch.Tensor:

@@ -472,7 +472,7 @@ def test_the_sampler_shows_a_draft_of_the_clip_while_the_fine_stages_run(page):
     progress = [e for e in page.events("progress") if e["detail"]["node"] == str(ids["sampler"])]
     later = [e["detail"]["value"] for e in progress if e["time"] > shown["shownAt"]]
     assert later and later[-1] == progress[-1]["detail"]["max"], later  # the fine stages still ran after it
-    assert draft["natural"] == [32, 32] and shown["frames"] == 16 and shown["t"] < 0.1  # demo's coarse stage: t < 0.1
+    assert draft["natural"] == [16, 16] and shown["frames"] == 16 and shown["t"] < 0.1  # demo's coarse stage: t < 0.1
     assert draft["values"] == values  # the draft is never saved with the workflow
     picture = pixels(page.screenshot(clip=draft["box"]))
     assert draft["box"]["height"] > 50 and picture.std() > 3, "the draft's picture is not on screen"

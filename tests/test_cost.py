@@ -80,6 +80,23 @@ def test_calibration_counts_two_rows_when_guided(small_model):
     assert rows == [(2, 2), (2, 2), (1, 2)]  # warm-up, timed guided, timed unguided
 
 
+def test_calibration_reads_the_given_clock_around_each_timed_call(small_model):
+    """A clock that advances 0.25 s per read: every call measures 0.25 s, warm-up calls are read but not kept, and
+    ``repeats`` timed calls give their median."""
+    reads = []
+
+    def clock():
+        reads.append(len(reads))
+        return 0.25 * len(reads)
+
+    costs = calibrate(small_model, (1, 16, 4, 8, 8), 12, torch.device("cpu"), pairs=[(2, 1), (4, 2)], repeats=3,
+                      clock=clock)
+    assert costs.guided == costs.unguided == {"1x2": 0.25, "2x4": 0.25}
+    assert len(reads) == 2 * 2 * (cost.WARMUP_CALLS + 2 * 3)  # two reads per call, 7 calls per pair
+    with pytest.raises(ValueError, match="repeats 0 is below 1"):
+        calibrate(small_model, (1, 16, 4, 8, 8), 12, torch.device("cpu"), repeats=0)
+
+
 def test_the_key_follows_architecture_size_caption_and_dtype_not_weights(small_model):
     same_architecture = NextDiT(small_model.config).eval()
     assert cost.architecture_hash(same_architecture.config) == cost.architecture_hash(small_model.config)

@@ -1,4 +1,4 @@
-"""Drafts: the predicted clean latent x + (1 - t) v at the first stage's last call, decoded at a quarter of the
+"""Drafts: the predicted clean latent x + (1 - t) v at the first stage's last call, decoded at 1/16 of the
 pixels for the whole clip, handed over once while the fine stages still run, and never changing the final
 result; the command line's --draft file is written before the final video."""
 
@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from lumina_core.demo import DEMO_SCHEDULE, DEMO_SIZE, load_demo
-from lumina_core.draft import FirstStageDraft, decode_draft, draft_call, draft_latent, predicted_clean
+from lumina_core.draft import DRAFT_SCALE, FirstStageDraft, decode_draft, draft_call, draft_latent, predicted_clean
 from lumina_core.pipeline import VideoRequest, encode_request, sample_request
 from lumina_core.sampling import SampleConfig
 
@@ -73,7 +73,7 @@ def test_drafts_never_change_the_final_result(demo):
     assert callback.fired and len(drafts) == 1
     frames, t, index = drafts[0]
     assert index == draft_call(DEMO) and t < DEMO.stages[0].t_end
-    assert frames.shape == (1, request.frames, request.height // 2, request.width // 2, 3)
+    assert frames.shape == (1, request.frames, request.height // DRAFT_SCALE, request.width // DRAFT_SCALE, 3)
     assert frames.min() >= 0 and frames.max() <= 1 and frames.std() > 0
 
 
@@ -108,7 +108,7 @@ def test_cli_writes_the_draft_before_the_final_video_and_the_same_final_video(tm
     assert np.array_equal(sheet(with_draft), sheet(without))
     final = video_frames(with_draft)
     frames = video_frames(draft)
-    assert frames.shape == (final.shape[0], final.shape[1] // 2, final.shape[2] // 2, 3)
+    assert frames.shape == (final.shape[0], final.shape[1] // DRAFT_SCALE, final.shape[2] // DRAFT_SCALE, 3)
 
 
 @pytest.mark.parametrize("draft, message", [("draft.avi", "--draft .*draft.avi must end in .mp4"),

@@ -13,7 +13,7 @@ import torch
 from lumina_video_pack.lumina_core import cost
 from lumina_video_pack.lumina_core.budget import BudgetTooSmall
 from lumina_video_pack.lumina_core.cost import CostKey, architecture_hash, predicted_seconds
-from lumina_video_pack.lumina_core.draft import draft_call
+from lumina_video_pack.lumina_core.draft import DRAFT_SCALE, draft_call
 from lumina_video_pack.lumina_core.sampling import SampleConfig
 from lumina_video_pack.lumina_core.sizes import CUSTOM_RESOLUTION
 from lumina_video_pack.nodes import sampler as sampler_module
@@ -146,7 +146,8 @@ def test_the_sampler_sends_one_draft_at_the_end_of_the_first_stage_and_the_same_
     header, encoded = data["image"].split(",", 1)
     assert header == "data:image/webp;base64"
     with Image.open(io.BytesIO(base64.b64decode(encoded))) as image:
-        assert image.size == (data["width"], data["height"]) == (SIZE["width"] // 2, SIZE["height"] // 2)
+        expected = (SIZE["width"] // DRAFT_SCALE, SIZE["height"] // DRAFT_SCALE)
+        assert image.size == (data["width"], data["height"]) == expected
         durations = []
         for index in range(image.n_frames):  # equal neighbouring frames are stored once, for their summed time
             image.seek(index)
