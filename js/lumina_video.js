@@ -1,8 +1,10 @@
 // Lumina-Video: draws the patch schedule as a timeline on schedule and sampler nodes, marks a sampler
-// whose model lacks a stage's patch pair, and shows the latent grid (or the size error) on Empty Latent Video.
+// whose model lacks a stage's patch pair, shows the latent grid (or the size error) on Empty Latent Video,
+// and shows a sampler's draft of the clip (sent when its first, coarse stage ends) while the fine stages run.
 //
 // Each stage is a box labelled with its patch pair "FxP" and the number of model calls it makes on
-// the time grid (left = noise, right = finished video), with the t where it starts underneath.
+// the time grid (left = noise, right = finished video), with the t where it starts underneath; where the
+// server holds a calibration of the wired model at the wired size, also its predicted seconds.
 // The numbers come from the pack's server routes (/lumina_video/plan, /model_patches, /latent_size),
 // which run lumina_core's own code, so the page shows exactly what the sampler will do or refuse.
 // They are asked when a node is created or loaded and when a widget or link changes, never while
@@ -12,14 +14,20 @@ import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
 const EXTENSION = "LuminaVideo.ScheduleTimeline";
+const BUDGET_NODE = "LuminaVideoScheduleForTimeBudget";
 const TIMELINE_NODES = new Set([
   "LuminaVideoSchedulePreset",
   "LuminaVideoScheduleJSON",
   "LuminaVideoScheduleStage",
+  BUDGET_NODE,
   "LuminaVideoSampler",
   "LuminaVideoStageSampler",
 ]);
-const SCHEDULE_SOURCES = new Set(["LuminaVideoSchedulePreset", "LuminaVideoScheduleJSON", "LuminaVideoScheduleStage"]);
+const SCHEDULE_SOURCES = new Set(["LuminaVideoSchedulePreset", "LuminaVideoScheduleJSON", "LuminaVideoScheduleStage",
+  BUDGET_NODE]);
+const DRAFT_EVENT = "lumina_video.draft"; // nodes/sampler.py DRAFT_EVENT
+const DRAFT_WIDGET = "lumina_draft";
+const DRAFT_HEIGHT = 160;
 const PATCH_COLOURS = { "2x4": "#3b6fb6", "1x4": "#4f86c6", "2x2": "#3f9e6e", "1x2": "#c98a2b", "1x1": "#b8503a" };
 const HEIGHT = 58;
 const UNREACHABLE_COLOUR = "#d0a040";
@@ -58,19 +66,40 @@ export function planRequest(node, seen = new Set()) {
         shift: before?.shift ?? widgetValue(node, "shift"),
       };
     }
+    case BUDGET_NODE: {
+      const source = upstreamNode(node, "schedule");
+      const base = source && SCHEDULE_SOURCES.has(source.comfyClass ?? source.type) ? planRequest(source, seen) : null;
+      if (!base) return null;
+      const { cost, ...baseSchedule } = base;
+      return withCost({ budget: { seconds: widgetValue(node, "seconds"), base: baseSchedule } }, costContext(node) ?? cost);
+    }
     case "LuminaVideoStageSampler":
-      return {
+      return withCost({
         stages: [{ patch: widgetValue(node, "patch"), t_start: widgetValue(node, "t_start"), t_end: widgetValue(node, "t_end") }],
         steps: widgetValue(node, "steps"),
         shift: widgetValue(node, "shift"),
-      };
+      }, costContext(node));
     case "LuminaVideoSampler": {
       const source = upstreamNode(node, "schedule");
-      return source && SCHEDULE_SOURCES.has(source.comfyClass ?? source.type) ? planRequest(source, seen) : null;
+      const request = source && SCHEDULE_SOURCES.has(source.comfyClass ?? source.type) ? planRequest(source, seen) : null;
+      return request && !request.cost ? withCost(request, costContext(node)) : request;
     }
     default:
       return null;
   }
+}
+
+function withCost(request, cost) {
+  return cost ? { ...request, cost } : request;
+}
+
+// What the server needs to look up a calibration for a node's timeline: the model loader's entry and the Empty
+// Latent Video's widgets wired into it; null when either is not known (then the timeline shows no seconds).
+function costContext(node) {
+  const model = modelName(node);
+  const latent = upstreamNode(node, "latent");
+  if (!model || (latent?.comfyClass ?? latent?.type) !== "LuminaVideoEmptyLatentVideo") return null;
+  return { model_name: model, latent: { ...latentSizeRequest(latent), batch_size: widgetValue(latent, "batch_size") } };
 }
 
 // The model loader feeding a sampler, followed back through "model" inputs (LoRA loaders, Model Schedule,
@@ -127,12 +156,15 @@ function lookup(node, kind) {
   return ((node.__lumina ??= {})[kind] ??= { ticket: 0 });
 }
 
-function refreshLookup(node, kind) {
+// `again`: ask even an answered request again when its answer may have changed on the server (a plan that could
+// show predicted seconds but does not: a run may have calibrated the model since).
+function refreshLookup(node, kind, again = false) {
   const { route, request: requestOf } = LOOKUPS[kind];
   const request = requestOf(node);
   const key = JSON.stringify(request);
   const state = lookup(node, kind);
-  if (key === state.key && !state.failed) return;
+  const stale = again && kind === "plan" && request?.cost && state.answer && state.answer.seconds === undefined;
+  if (key === state.key && !state.failed && !stale) return;
   const ticket = ++state.ticket;
   state.key = key;
   state.failed = null;
@@ -161,8 +193,8 @@ function refreshLookup(node, kind) {
 
 // Ask for what changed (and again for what failed) on every pack node of a graph: a widget or a link
 // of one node can change what the nodes downstream of it show.
-function refreshGraph(graph) {
-  for (const node of graph?.nodes ?? []) for (const kind of lookupsOf(node)) refreshLookup(node, kind);
+function refreshGraph(graph, again = false) {
+  for (const node of graph?.nodes ?? []) for (const kind of lookupsOf(node)) refreshLookup(node, kind, again);
 }
 
 // Changes come in bursts (a workflow configures all its nodes, a new node gets its values and links
@@ -264,7 +296,10 @@ function drawTimeline(ctx, node, width, y) {
   } else {
     const total = Math.max(1, plan.total_calls);
     const end = plan.stages[plan.stages.length - 1].t_end;
-    const summary = `${plan.total_calls} calls, t=${end === 1 ? 1 : end}`;
+    // predicted seconds (of the budget), or for a budget not yet calibrated: the base schedule is shown
+    const seconds = plan.seconds === undefined ? (plan.budget === undefined ? "" : ", base until calibrated")
+      : `, ~${formatSeconds(plan.seconds)}` + (plan.budget_seconds === undefined ? "" : ` of ${formatSeconds(plan.budget_seconds)}`);
+    const summary = `${plan.total_calls} calls, t=${end === 1 ? 1 : end}${seconds}`;
     const summaryLeft = right - ctx.measureText(summary).width - 2;
     ctx.fillStyle = "#ddd";
     ctx.fillText(summary, summaryLeft, y + HEIGHT - 14);
@@ -274,7 +309,7 @@ function drawTimeline(ctx, node, width, y) {
       ctx.fillStyle = PATCH_COLOURS[stage.patch] ?? "#777";
       ctx.fillRect(x + 1, barTop, Math.max(2, w - 2), barHeight);
       ctx.fillStyle = "#fff";
-      const label = `${stage.patch} · ${stage.calls}`;
+      const label = `${stage.patch} · ${stage.calls}` + (stage.seconds === undefined ? "" : ` · ${formatSeconds(stage.seconds)}`);
       if (w > ctx.measureText(label).width + 6) ctx.fillText(label, x + 4, barTop + barHeight / 2);
       const switchLabel = `t=${stage.t_start}`;
       if (x + 2 + ctx.measureText(switchLabel).width < summaryLeft - 4) {
@@ -285,6 +320,36 @@ function drawTimeline(ctx, node, width, y) {
     });
   }
   ctx.restore();
+}
+
+function formatSeconds(seconds) {
+  return seconds >= 100 ? `${Math.round(seconds)} s` : `${seconds.toPrecision(2)} s`;
+}
+
+// A sampler's draft: the animated picture the server sent, in an <img> under the node's widgets (kept until the
+// next draft replaces it; never saved with the workflow). node.__luminaDraft says what is shown and since when.
+function showDraft(detail) {
+  const node = app.graph?.getNodeById(Number(detail.node)) ?? app.graph?.getNodeById(detail.node);
+  if (!node) return;
+  let widget = node.widgets?.find((w) => w.name === DRAFT_WIDGET);
+  if (!widget) {
+    const image = document.createElement("img");
+    image.className = "lumina-video-draft";
+    image.style.cssText = "width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated;";
+    widget = node.addDOMWidget(DRAFT_WIDGET, DRAFT_WIDGET, image, {
+      serialize: false, hideOnZoom: false, getMinHeight: () => DRAFT_HEIGHT, getMaxHeight: () => DRAFT_HEIGHT,
+    });
+    widget.serialize = false;
+    node.setSize([node.size[0], Math.max(node.size[1], node.computeSize()[1])]);
+  }
+  const image = widget.element;
+  image.title = `draft at t = ${detail.t.toFixed(3)}: the clip the coarse stage predicts (${detail.frames} frames, `
+    + `${detail.width}x${detail.height}, decoded in ${detail.seconds.toFixed(2)} s); the fine stages are still running`;
+  image.onload = () => {
+    node.__luminaDraft = { ...detail, image: undefined, shownAt: performance.now() };
+    node.setDirtyCanvas(true, true);
+  };
+  image.src = detail.image;
 }
 
 // Empty Latent Video: the latent grid its widgets give, or the server's error with the nearest valid values.
@@ -322,6 +387,8 @@ app.registerExtension({
   name: EXTENSION,
   setup() {
     api.addEventListener("reconnected", () => refreshGraph(app.graph)); // a restarted server: ask what failed again
+    api.addEventListener("execution_success", () => refreshGraph(app.graph, true)); // a run may have calibrated
+    api.addEventListener(DRAFT_EVENT, (event) => showDraft(event.detail));
   },
   afterConfigureGraph() {
     refreshGraph(app.graph); // a loaded workflow, also after the page has replaced values its lists lack

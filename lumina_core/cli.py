@@ -61,6 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
                           "from the uncached video); it starts over at every patch switch")
     gen.add_argument("--dtype", choices=DTYPES, default="fp32", help="weight dtype (fp32 on CPU)")
     gen.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    gen.add_argument("--time-budget", type=float, metavar="SECONDS",
+                     help="fit the schedule into this many seconds of sampling (the model calls only; loading, text "
+                          "encoding and decoding come on top): the same stages and switch points on a coarser grid, "
+                          "predicted from a calibration of this machine (a few model calls per patch pair, cached in "
+                          "~/.cache/lumina_video or $LUMINA_VIDEO_CACHE_DIR); refused, with the minimum, when even the "
+                          "cheapest version does not fit")
+    gen.add_argument("--draft", type=Path, metavar="FILE.mp4",
+                     help="also write a draft video as soon as the first (coarse) stage ends: the predicted clean "
+                          "video at a quarter of the width and height, written before the final one (which it never "
+                          "changes)")
     return parser
 
 
@@ -94,6 +104,15 @@ def check_paths(args) -> None:
         raise UsageError(f"--out {out} must end in .mp4")
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; give a file name such as {out / 'video.mp4'}")
+    draft = args.draft
+    if draft is not None:
+        if draft.suffix.lower() != ".mp4":
+            raise UsageError(f"--draft {draft} must end in .mp4")
+        if draft.resolve() == out.resolve():
+            raise UsageError(f"--draft {draft} is the --out file; give the draft its own name, e.g. "
+                             f"{out.with_name(out.stem + '_draft.mp4')}")
+        if draft.is_dir():
+            raise UsageError(f"--draft {draft} is a folder; give a file name such as {draft / 'draft.mp4'}")
 
 
 def step_cache(threshold: float) -> StepCache | None:
@@ -129,6 +148,8 @@ def plan(args) -> tuple[SampleConfig, "VideoRequest", float, StepCache | None]:
                                   for key in ("width", "height", "frames", "fps"))
     if fps <= 0:
         raise UsageError(f"--fps {fps} must be positive, e.g. 8, 16 or 24")
+    if args.time_budget is not None and not args.time_budget > 0:
+        raise UsageError(f"--time-budget {args.time_budget} must be a positive number of seconds, e.g. 30")
     request = VideoRequest(prompt=args.prompt, negative_prompt=args.negative_prompt, width=width, height=height,
                            frames=frames, seed=args.seed)
     check_video_size(width, height, frames, config)
@@ -154,10 +175,27 @@ def load_components(args):
     return load_model(args.model, dtype=dtype, device=device), text_model, tokenizer, load_vae(args.vae, dtype, device)
 
 
+def fit_time_budget(args, model, captions, request: "VideoRequest", config: SampleConfig) -> SampleConfig:
+    """The schedule fitted into --time-budget on this machine (calibrating first when no calibration of this
+    model, size, dtype and device is cached); prints what was traded."""
+    from .budget import fit_budget
+    from .cost import calibration_for
+    from .pipeline import latent_shape
+
+    device = next(model.parameters()).device
+    costs, measured = calibration_for(model, latent_shape(request), captions[0][0].shape[1], device, config)
+    if measured:
+        print(f"calibrated this machine ({costs.key.text})", file=sys.stderr)
+    fitted = fit_budget(config, costs, args.time_budget)
+    print(fitted.summary(), file=sys.stderr)
+    return fitted.config
+
+
 def generate(args) -> Path:
     from tqdm import tqdm
 
-    from .pipeline import check_request, generate_video
+    from .draft import DRAFT_SCALE, FirstStageDraft, decode_draft
+    from .pipeline import check_request, decode_frames, encode_request, sample_request
     from .video_io import write_contact_sheet, write_mp4
     from .workflow import GenerationGraph
     from .workflow import metadata as workflow_metadata
@@ -166,14 +204,35 @@ def generate(args) -> Path:
     start = time.perf_counter()
     model, text_model, tokenizer, vae = load_components(args)
     check_request(model, request, config)
+    captions = encode_request(model, text_model, tokenizer, request)
+    if args.time_budget is not None:
+        config = fit_time_budget(args, model, captions, request, config)
+    draft_seconds = []
+
+    def write_draft(latent, info):
+        began = time.perf_counter()
+        frames = decode_draft(vae, latent)[0].float().cpu()
+        path = write_mp4(args.draft, frames.numpy(), fps)
+        draft_seconds.append(time.perf_counter() - began)
+        tqdm.write(f"wrote draft {path} (t = {info['t']:.3f}, 1/{DRAFT_SCALE} size) in {draft_seconds[-1]:.2f} s")
+
+    draft = FirstStageDraft(config, write_draft) if args.draft is not None else None
+    if draft is not None and draft.index is None:
+        print(f"note: no --draft: the schedule has {len(config.stages)} stage(s) and the first makes the final "
+              "video (a draft needs a coarse stage before the last)", file=sys.stderr)
+    sampling_start = time.perf_counter()
     with tqdm(total=len(config.plan()), desc="sampling", unit="step") as bar:
         def progress(info):
+            if draft is not None:
+                draft(info)
             bar.set_postfix_str(f"t={info['t']:.3f} patch {info['f_patch_size']}x{info['patch_size']}")
             bar.update(1)
 
-        frames = generate_video(model, text_model, tokenizer, vae, request, config, callback=progress, cache=cache)
+        latents = sample_request(model, captions, request, config, callback=progress, cache=cache)
+    sampling = time.perf_counter() - sampling_start - sum(draft_seconds)
     if cache is not None:
         print(f"step cache (threshold {cache.threshold}): {cache.summary()}", file=sys.stderr)
+    frames = decode_frames(vae, latents)
     graph = GenerationGraph(prompt=request.prompt, negative_prompt=request.negative_prompt, seed=request.seed,
                             width=request.width, height=request.height, frames=request.frames, fps=fps,
                             schedule=config.to_official(), model=args.model, text_encoder=args.text_encoder,
@@ -181,8 +240,11 @@ def generate(args) -> Path:
     metadata = workflow_metadata(graph)
     video = write_mp4(args.out, frames.numpy(), fps, metadata=metadata)
     sheet = write_contact_sheet(args.out.with_suffix(".png"), frames.numpy(), metadata=metadata)
+    total = time.perf_counter() - start
     print(f"wrote {video} ({frames.shape[0]} frames, {request.width}x{request.height}) and {sheet} "
-          f"in {time.perf_counter() - start:.1f} s")
+          f"in {total:.1f} s (sampling {sampling:.2f} s)")
+    if draft_seconds:
+        print(f"the draft took {draft_seconds[0]:.2f} s, {100 * draft_seconds[0] / total:.1f} % of the run")
     return video
 
 

@@ -41,16 +41,41 @@ def initial_noise(request: VideoRequest) -> torch.Tensor:
     return seeded_noise(latent_shape(request), request.seed)
 
 
+Captions = tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@torch.no_grad()
+def encode_request(model, text_model, tokenizer, request: VideoRequest) -> Captions:
+    """((feats, mask) of the prompt, (feats, mask) of the negative prompt), padded to one length, on the
+    model's device."""
+    feats, mask = encode_prompts(text_model, tokenizer, [request.prompt, request.negative_prompt])
+    device = next(model.parameters()).device
+    feats, mask = feats.to(device), mask.to(device)
+    return (feats[:1], mask[:1]), (feats[1:], mask[1:])
+
+
+@torch.no_grad()
+def sample_request(model, captions: Captions, request: VideoRequest, config: SampleConfig,
+                   callback: Optional[Callable[[dict], None]] = None, cache: Optional[StepCache] = None
+                   ) -> torch.Tensor:
+    """The request's seeded noise sampled through ``config`` with encoded captions: the final latent."""
+    check_request(model, request, config)
+    noise = initial_noise(request).to(next(model.parameters()).device)
+    return sample(model, noise, *captions, config, callback=callback, cache=cache)
+
+
 @torch.no_grad()
 def generate_latents(model, text_model, tokenizer, request: VideoRequest, config: SampleConfig,
                      callback: Optional[Callable[[dict], None]] = None, cache: Optional[StepCache] = None
                      ) -> torch.Tensor:
-    check_request(model, request, config)
-    feats, mask = encode_prompts(text_model, tokenizer, [request.prompt, request.negative_prompt])
-    device = next(model.parameters()).device
-    feats, mask = feats.to(device), mask.to(device)
-    noise = initial_noise(request).to(device)
-    return sample(model, noise, (feats[:1], mask[:1]), (feats[1:], mask[1:]), config, callback=callback, cache=cache)
+    captions = encode_request(model, text_model, tokenizer, request)
+    return sample_request(model, captions, request, config, callback, cache)
+
+
+def decode_frames(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Frames [F, H, W, 3] float in [0, 1] of the first video of a latent batch."""
+    vae_param = next(vae.parameters())
+    return decode(vae, latents.to(vae_param.device, vae_param.dtype))[0].float().cpu()
 
 
 @torch.no_grad()
@@ -58,6 +83,4 @@ def generate_video(model, text_model, tokenizer, vae, request: VideoRequest, con
                    callback: Optional[Callable[[dict], None]] = None, cache: Optional[StepCache] = None
                    ) -> torch.Tensor:
     """Frames [F, H, W, 3] float in [0, 1]. ``cache``: a fresh StepCache to skip model calls (see sampling.sample)."""
-    latents = generate_latents(model, text_model, tokenizer, request, config, callback, cache)
-    vae_param = next(vae.parameters())
-    return decode(vae, latents.to(vae_param.device, vae_param.dtype))[0].float().cpu()
+    return decode_frames(vae, generate_latents(model, text_model, tokenizer, request, config, callback, cache))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
+from .budget import LuminaVideoScheduleForTimeBudget
 from .cache import LuminaVideoStepCache
 from .guidance import LuminaVideoGuider, LuminaVideoModelSchedule, LuminaVideoSigmas
 from .loaders import (
@@ -35,6 +36,7 @@ NODES: list[type[io.ComfyNode]] = [
     LuminaVideoSchedulePreset,
     LuminaVideoScheduleJSON,
     LuminaVideoScheduleStage,
+    LuminaVideoScheduleForTimeBudget,
     LuminaVideoEmptyLatentVideo,
     LuminaVideoSampler,
     LuminaVideoStageSampler,

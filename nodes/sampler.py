@@ -3,6 +3,9 @@ gives the same latent as one whole-schedule run, bit for bit (same seed, grid an
 
 from __future__ import annotations
 
+import base64
+import io as bytes_io
+import time
 from dataclasses import replace
 
 import comfy.model_management
@@ -12,11 +15,13 @@ from comfy.cli_args import LatentPreviewMethod, args
 from comfy_api.latest import io
 from PIL import Image
 
+from ..lumina_core.draft import DRAFT_SCALE, FirstStageDraft, decode_draft
 from ..lumina_core.sampling import SampleConfig, check_runnable, sample, seeded_noise
 from ..lumina_core.sizes import check_latent_video_size
 from ..lumina_core.vae import SCALING_FACTOR
 from . import io_types
 from .cache import attached_cache, log_summary
+from .devices import loaded
 from .native import MOTION_KEY, OfficialCall, lumina_video_model
 from .schedule import (
     grid_inputs,
@@ -84,9 +89,60 @@ def preview(info: dict):
     return "JPEG", Image.fromarray(pixels), args.preview_size
 
 
-def run(model_patcher, positive: list, negative: list, x: torch.Tensor, config: SampleConfig) -> dict:
+DRAFT_EVENT = "lumina_video.draft"
+"""Server event of a draft: {"node", "prompt_id", "image" (animated WEBP data URL), "frames", "width", "height",
+"t", "seconds" (decode + encode time)}; js/lumina_video.js shows it on the sampler."""
+DRAFT_FPS = 8
+DRAFT_QUALITY = 70
+
+
+def draft_image(frames: torch.Tensor, max_size: int) -> tuple[str, tuple[int, int]]:
+    """Frames [F, H, W, 3] in [0, 1] as an animated WEBP data URL (longest side at most ``max_size``)."""
+    pixels = (frames * 255).round().to(torch.uint8).cpu().numpy()
+    images = [Image.fromarray(frame) for frame in pixels]
+    for image in images:
+        image.thumbnail((max_size, max_size))
+    buffer = bytes_io.BytesIO()
+    images[0].save(buffer, format="WEBP", save_all=True, append_images=images[1:], duration=1000 // DRAFT_FPS,
+                   loop=0, quality=DRAFT_QUALITY, method=0)
+    return "data:image/webp;base64," + base64.b64encode(buffer.getvalue()).decode(), images[0].size
+
+
+def send_draft(data: dict) -> None:
+    """Send a draft to the page that queued the prompt (nothing to send to outside a server)."""
+    from comfy_execution.utils import get_executing_context
+    from server import PromptServer
+
+    instance = getattr(PromptServer, "instance", None)
+    context = get_executing_context()
+    if instance is None or context is None:
+        return
+    instance.send_sync(DRAFT_EVENT, {**data, "node": context.node_id, "prompt_id": context.prompt_id},
+                       instance.client_id)
+
+
+def drafter(model_patcher, vae, config: SampleConfig):
+    """A sampler callback that decodes the first stage's predicted clean video at 1/DRAFT_SCALE size with ``vae``
+    and sends it to the page, or None without a VAE."""
+    if vae is None:
+        return None
+
+    def show(latent: torch.Tensor, info: dict) -> None:
+        start = time.perf_counter()
+        frames = decode_draft(loaded(vae).inner, latent[:1])[0]  # the model's scaled latent; the first video
+        comfy.model_management.load_models_gpu([model_patcher])  # the transformer back, if the VAE displaced it
+        image, (width, height) = draft_image(frames, args.preview_size)
+        send_draft({"image": image, "frames": int(frames.shape[0]), "width": width, "height": height,
+                    "t": info["t"], "seconds": time.perf_counter() - start})
+
+    return FirstStageDraft(config, show)
+
+
+def run(model_patcher, positive: list, negative: list, x: torch.Tensor, config: SampleConfig,
+        draft_vae=None) -> dict:
     """Sample ``x`` (the latent at the schedule's start, in the model's scaled space) through ``config`` with
-    lumina_core's sampler (the exact path); returns the LATENT dict."""
+    lumina_core's sampler (the exact path); returns the LATENT dict. With ``draft_vae``, the first stage's
+    predicted clean video is decoded small and sent to the page while the later stages run."""
     check_latent_video_size(x.shape, config)  # the command line's size rule, before anything touches the model
     network = lumina_video_model(model_patcher)
     check_runnable(network, x.shape, config)
@@ -97,9 +153,12 @@ def run(model_patcher, positive: list, negative: list, x: torch.Tensor, config: 
     comfy.model_management.load_models_gpu([model_patcher])  # patches (LoRA) applied, partly loaded if memory asks
     device = model_patcher.load_device
     progress = comfy.utils.ProgressBar(len(config.plan()))
+    draft = drafter(model_patcher, draft_vae, config)
 
     def callback(info: dict) -> None:
         comfy.model_management.throw_exception_if_processing_interrupted()
+        if draft is not None:
+            draft(info)
         progress.update_absolute(info["index"] + 1, info["total"], preview(info))
 
     cache = attached_cache(model_patcher)  # from a Step Cache node
@@ -129,14 +188,19 @@ class LuminaVideoSampler(io.ComfyNode):
                 io_types.Schedule.Input("schedule", tooltip="From a Lumina-Video Schedule node."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip=TOOLTIPS["seed"]),
+                io_types.Vae.Input("draft_vae", optional=True,
+                                   tooltip="Connect the VAE to see a draft of the whole clip on this node as soon "
+                                           "as the first (coarse) stage ends: its predicted clean video at "
+                                           f"1/{DRAFT_SCALE} width and height, while the fine stages run. It never "
+                                           "changes the result; it costs one small decode."),
             ],
             outputs=[io.Latent.Output(display_name="latent")],
         )
 
     @classmethod
-    def execute(cls, model, positive, negative, latent, schedule, seed) -> io.NodeOutput:
+    def execute(cls, model, positive, negative, latent, schedule, seed, draft_vae=None) -> io.NodeOutput:
         noise = seeded_noise(latent["samples"].shape, seed)
-        return io.NodeOutput(run(model, positive, negative, noise, schedule))
+        return io.NodeOutput(run(model, positive, negative, noise, schedule, draft_vae))
 
 
 class LuminaVideoStageSampler(io.ComfyNode):

@@ -106,7 +106,7 @@ def running_server(prepare: Callable[[Path], None] | None = None) -> Iterator[Se
             prepare(base)
         port, log = free_port(), base / "comfyui.log"
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-               "DO_NOT_TRACK": "1"}
+               "DO_NOT_TRACK": "1", "LUMINA_VIDEO_CACHE_DIR": str(base / "lumina_video_cache")}  # calibrations
         command = [sys.executable, str(Path(COMFYUI_PATH, "main.py")), "--cpu", "--disable-api-nodes", "--listen",
                    "127.0.0.1", "--port", str(port), "--base-directory", str(base),
                    "--database-url", f"sqlite:///{base}/comfyui.db"]

@@ -446,6 +446,65 @@ def test_cancel_in_the_page_stops_a_long_run_at_the_next_step(page, server):
     assert_no_pack_problems(page)
 
 
+# -- compute on demand: drafts and time budgets ---------------------------------------------------------
+DRAFT_JS = """(id) => {
+  const node = window.app.graph.getNodeById(id);
+  const image = node.widgets?.find((w) => w.name === "lumina_draft")?.element;
+  if (!image) return null;
+  const box = image.getBoundingClientRect();
+  return {shown: node.__luminaDraft ?? null, natural: [image.naturalWidth, image.naturalHeight],
+          box: {x: box.x, y: box.y, width: box.width, height: box.height}, values: node.serialize().widgets_values};
+}"""
+
+
+def test_the_sampler_shows_a_draft_of_the_clip_while_the_fine_stages_run(page):
+    graph = demo_graph(steps=20, size=64, frames=16)
+    graph["links"].append(("vae", "vae", "sampler", "draft_vae"))
+    ids = page.build(graph)
+    page.fit_view()
+    values = page.evaluate("(id) => window.app.graph.getNodeById(id).serialize().widgets_values", ids["sampler"])
+    run_from_page(page)
+    success = page.wait_event("execution_success", timeout=300)
+    draft = page.evaluate(DRAFT_JS, ids["sampler"])
+    assert draft and draft["shown"], "no draft was shown on the sampler"
+    shown = draft["shown"]
+    assert shown["shownAt"] < success["time"]  # in the page before the run ended
+    progress = [e for e in page.events("progress") if e["detail"]["node"] == str(ids["sampler"])]
+    later = [e["detail"]["value"] for e in progress if e["time"] > shown["shownAt"]]
+    assert later and later[-1] == progress[-1]["detail"]["max"], later  # the fine stages still ran after it
+    assert draft["natural"] == [16, 16] and shown["frames"] == 16 and shown["t"] < 0.1  # demo's coarse stage: t < 0.1
+    assert draft["values"] == values  # the draft is never saved with the workflow
+    picture = pixels(page.screenshot(clip=draft["box"]))
+    assert draft["box"]["height"] > 50 and picture.std() > 3, "the draft's picture is not on screen"
+    assert_no_pack_problems(page)
+
+
+def test_a_time_budget_node_shows_predicted_seconds_once_its_run_calibrated(page, server):
+    graph = demo_graph(steps=12, size=32, frames=8)
+    graph["nodes"]["budget"] = node("LuminaVideoScheduleForTimeBudget", (740, -330), 320, seconds=1000.0)
+    graph["links"] = [link for link in graph["links"] if link[2:] != ("sampler", "schedule")] + [
+        ("schedule", "schedule", "budget", "schedule"), ("model", "model", "budget", "model"),
+        ("latent", "latent", "budget", "latent"), ("encode", "positive", "budget", "positive"),
+        ("budget", "schedule", "sampler", "schedule")]
+    ids = page.build(graph)
+    page.fit_view()
+    page.wait_timelines()
+    before = page.plan(ids["budget"])
+    assert "seconds" not in before and "once this model and size are calibrated" in before["budget"]
+    assert page.plan(ids["sampler"]) == before  # the sampler shows what the budget node gives it
+    run_from_page(page)
+    page.wait_event("execution_success", timeout=300)
+    request = json.loads(page.lookup(ids["budget"])["key"])
+    assert request["cost"]["latent"]["width"] == 32 and request["budget"]["seconds"] == 1000.0
+    calibrated = server.post("/lumina_video/plan", request)
+    assert calibrated["seconds"] > 0 and calibrated["budget_seconds"] == 1000.0
+    assert "nothing traded" in calibrated["budget"]
+    for key in ("budget", "sampler"):  # asked again after the run, without a change in the graph
+        assert page.wait_plan(ids[key], calibrated) == calibrated, key
+    assert_bars_match(page, ids["sampler"], calibrated)
+    assert_no_pack_problems(page)
+
+
 # -- videos that carry their workflow -----------------------------------------------------------------
 DROP_FILE_JS = """async ({name, type, data}) => {
   const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));

@@ -27,7 +27,7 @@ NODE_IDS = {
     "LuminaVideoScheduleJSON", "LuminaVideoScheduleStage", "LuminaVideoEmptyLatentVideo", "LuminaVideoSampler",
     "LuminaVideoStageSampler", "LuminaVideoVAEDecode", "LuminaVideoMotionConditioning", "LuminaVideoModelSchedule",
     "LuminaVideoSigmas", "LuminaVideoGuider", "LuminaVideoVAEEncode", "LuminaVideoTextEncodeCLIP",
-    "LuminaVideoStepCache",
+    "LuminaVideoStepCache", "LuminaVideoScheduleForTimeBudget",
 }
 
 

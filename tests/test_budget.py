@@ -1,0 +1,102 @@
+"""Schedules for a time budget: the base schedule's stages, order and switch points on the finest grid whose
+predicted sampling time fits; more budget, more fine-patch calls; a budget below the cheapest version refused with
+the seconds it needs; the command line's --time-budget."""
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from lumina_core import cost
+from lumina_core.budget import BudgetTooSmall, fit_budget
+from lumina_core.cost import CallCosts, CostKey, predicted_seconds
+from lumina_core.sampling import SampleConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = CostKey("abc", "float32", "test device", (1, 16, 12, 32, 32), 32)
+# The official 2B's relative costs: a 1x2 call has 8x the tokens of a 2x4 call.
+COSTS = CallCosts(KEY, guided={"2x4": 0.25, "2x2": 0.5, "1x2": 2.0}, unguided={"2x4": 0.125, "2x2": 0.25, "1x2": 1.0})
+F24 = SampleConfig.preset("f24F96R960-MultiScale")
+
+
+def calls(plan) -> dict[str, int]:
+    return {stage.stage.patch: stage.calls for stage in plan.stages}
+
+
+def test_a_budget_that_covers_the_base_returns_it_unchanged():
+    full = predicted_seconds(F24, COSTS)
+    plan = fit_budget(F24, COSTS, full)
+    assert plan.config == F24 and plan.predicted == pytest.approx(full)
+    assert "nothing traded" in plan.summary()
+
+
+@pytest.mark.parametrize("share", [0.2, 0.35, 0.5, 0.8])
+def test_the_fitted_schedule_is_the_finest_grid_within_the_budget(share):
+    budget = share * predicted_seconds(F24, COSTS)
+    plan = fit_budget(F24, COSTS, budget)
+    config = plan.config
+    assert plan.predicted == pytest.approx(predicted_seconds(config, COSTS)) and plan.predicted <= budget
+    assert config.steps < F24.steps
+    assert replace(config, steps=F24.steps) == F24  # stages, switch points, shift and guidance kept
+    finer = [replace(F24, steps=steps) for steps in range(config.steps + 1, F24.steps)]
+    # every finer grid that keeps a call in every stage would be over budget
+    assert all(predicted_seconds(c, COSTS) > budget for c in finer if all(s.steps_on(c.grid()) for s in c.stages))
+
+
+def test_more_budget_buys_more_fine_patch_calls():
+    full = predicted_seconds(F24, COSTS)
+    budgets = [full * share for share in (0.1, 0.2, 0.4, 0.8)]
+    plans = [fit_budget(F24, COSTS, budget) for budget in budgets]
+    fine = [calls(plan)["1x2"] for plan in plans]
+    assert fine == sorted(fine) and fine[0] < fine[-1], fine
+    assert all(plan.predicted <= budget for plan, budget in zip(plans, budgets))
+    for small, large in zip(plans, plans[1:]):  # twice the budget, about twice the sampling
+        assert large.predicted > 1.5 * small.predicted, (small.predicted, large.predicted)
+
+
+def test_the_summary_names_what_was_traded():
+    plan = fit_budget(F24, COSTS, 0.4 * predicted_seconds(F24, COSTS))
+    summary = plan.summary()
+    assert "counts sampling only" in summary and "decoding" in summary
+    assert f"{plan.config.steps} steps (was 70)" in summary
+    for stage, before in zip(plan.stages, plan.base_stages):
+        assert f"{stage.stage.patch} t {stage.stage.t_start:g}-{stage.stage.t_end:g}: {stage.calls} calls " \
+               f"(was {before.calls})" in summary
+    assert "switch points t = 0.03, 0.125" in summary
+
+
+def test_a_budget_below_the_cheapest_schedule_is_refused_with_its_minimum():
+    cheapest = min(predicted_seconds(replace(F24, steps=steps), COSTS) for steps in range(2, 71)
+                   if all(s.steps_on(replace(F24, steps=steps).grid()) for s in F24.stages))
+    with pytest.raises(BudgetTooSmall) as refused:
+        fit_budget(F24, COSTS, 0.99 * cheapest)
+    assert refused.value.minimum == pytest.approx(cheapest)
+    assert f"at least {cheapest:.3g} s" in str(refused.value)
+    assert fit_budget(F24, COSTS, cheapest).predicted == pytest.approx(cheapest)
+    for budget in (0, -1.0):
+        with pytest.raises(ValueError, match=f"time budget {budget} s is not positive"):
+            fit_budget(F24, COSTS, budget)
+
+
+def cli(tmp_path, *extra):
+    return subprocess.run([sys.executable, "-m", "lumina_core", "generate", "--prompt", "a red circle moving left",
+                           "--out", str(tmp_path / "clip.mp4"), "--steps", "8", *extra],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT,
+                          env={**os.environ, cost.CACHE_ENV: str(tmp_path / "cache")})
+
+
+def test_cli_time_budget_fits_the_schedule_or_refuses_with_the_minimum(tmp_path):
+    refused = cli(tmp_path, "--time-budget", "0.000001")
+    assert refused.returncode == 2, refused.stderr
+    assert "calibrated this machine" in refused.stderr
+    minimum = float(re.search(r"raise the budget to at least ([\d.e+-]+) s", refused.stderr).group(1))
+    assert not (tmp_path / "clip.mp4").exists()
+    generous = cli(tmp_path, "--time-budget", "100000")
+    assert generous.returncode == 0, generous.stderr
+    assert "calibrated this machine" not in generous.stderr  # the calibration was cached by the first run
+    assert "The base schedule fits: nothing traded." in generous.stderr
+    assert minimum > 0 and (tmp_path / "clip.mp4").is_file()
