@@ -2,7 +2,7 @@
 ``MultiScaleNextDiT`` in fp32 (same weights, same inputs), and our bf16 forward against our fp32 (time and
 error) for the benchmark config, the shipped demo transformer and the parity fixture's tiny config.
 
-    python benchmarks/bench_forward.py --official-dir /tmp/official [--repeats 5] [--threads 2]
+    python benchmarks/bench_forward.py --official-dir /tmp/official [--compile] [--repeats 5] [--threads 2]
 
 ``--official-dir`` is a folder holding the official ``models/`` package of Alpha-VLLM/Lumina-Video (e.g.
 ``git --git-dir=<clone>/.git archive HEAD models | tar -x -C /tmp/official``); it is never part of this
@@ -10,7 +10,8 @@ repository. Its CUDA-only imports get CPU stand-ins here: ``flash_attn_varlen_fu
 packed item (GQA, the given scale), ``unpad_input`` packs the caption rows, and the sequence-parallel helpers
 of ``utils.parallel`` are the identity of one rank. Its asserts are compiled out (``optimize=1``): one of them
 refuses fp32 attention, which the stand-in computes like any other dtype. Without ``--official-dir`` only
-the bf16 tables are printed.
+the bf16 tables are printed. ``--compile`` adds ours under torch.compile (inductor with freezing) against
+the official eager forward.
 
 Benchmark config: dim 512, 8 layers, 8 heads (4 KV), caption 32 tokens of width 256 (the second row padded to
 24), latent [2, 16, 12, 32, 32]: 3072 / 1536 / 384 tokens per item for patch pairs 2-1 / 2-2 / 4-2. Times are
@@ -188,6 +189,28 @@ def compare_official(model, official, inputs, repeats: int) -> None:
               f"{median_ratio(times['ours'], times['official']):14.2f} {error:11.1e}")
 
 
+def compare_compiled(model, official, inputs, repeats: int) -> None:
+    """Ours under torch.compile (inductor with freezing: weights become constants, matmuls run as prepacked
+    oneDNN kernels and elementwise chains fuse) against the official eager forward."""
+    import torch._inductor.config
+
+    torch._inductor.config.freezing = True
+    compiled = torch.compile(model)
+    print("\nfp32 forward, ours under torch.compile (inductor, freezing) vs official eager (seconds per call, median)")
+    print(f"{'pair':>5} {'compile s':>10} {'compiled':>9} {'official':>9} {'compiled/official':>18} {'rel. error':>11}")
+    for patch_size, f_patch_size in model.config.patch_pairs:
+        start = time.perf_counter()
+        call(compiled, inputs, patch_size, f_patch_size)
+        compile_seconds = time.perf_counter() - start
+        times, out = alternate({"ours": lambda p=patch_size, f=f_patch_size: call(compiled, inputs, p, f),
+                                "official": lambda p=patch_size, f=f_patch_size: call(official, inputs, p, f)},
+                               repeats)
+        ours, official_seconds = statistics.median(times["ours"]), statistics.median(times["official"])
+        print(f"{patch_key(patch_size, f_patch_size):>5} {compile_seconds:10.1f} {ours:9.3f} {official_seconds:9.3f} "
+              f"{median_ratio(times['ours'], times['official']):18.2f} "
+              f"{relative_error(out['ours'], out['official']):11.1e}")
+
+
 def compare_bf16(name: str, model, cases: dict, repeats: int) -> None:
     """bf16 weights and activations against fp32: ``cases`` maps a patch pair to its inputs."""
     fast = NextDiT(model.config, dtype=torch.bfloat16).eval()
@@ -236,6 +259,8 @@ def main():
     parser.add_argument("--clock", choices=CLOCKS, default="wall",
                         help="wall: elapsed time; cpu: this process's CPU time, which with --threads 1 does not count "
                              "the time spent waiting for the cores of a shared machine")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time ours under torch.compile against the official model (minutes of compiling)")
     parser.add_argument("--skip-bf16", action="store_true", help="only the fp32 comparison with the official model")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -250,6 +275,8 @@ def main():
     if args.official_dir is not None:
         official = official_model(import_official(args.official_dir), BENCH_CONFIG, model.state_dict())
         compare_official(model, official, inputs, args.repeats)
+        if args.compile:
+            compare_compiled(model, official, inputs, args.repeats)
     if not args.skip_bf16:
         compare_bf16("bench config", model, {pair: inputs for pair in BENCH_CONFIG.patch_pairs}, args.repeats)
         demo_cases(args.repeats)
