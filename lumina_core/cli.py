@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from .pipeline import VideoRequest
 
 
-
 class UsageError(ValueError):
     """A command-line value is invalid; the message names it and the fix."""
 
