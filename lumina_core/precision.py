@@ -1,9 +1,10 @@
 """Compute dtypes by name, and which one a device runs fastest.
 
 bf16 halves the weights' memory and, where the hardware has bf16 matrix instructions, runs matmuls and
-convolutions faster than fp32: on a 2-core AMD EPYC with AVX512-BF16 (no AMX) a 4096x2048x2048 matmul ran 2.3x
-faster than fp32, the demo's sampling 1.3x and its VAE decode 3.7x, at 52 dB PSNR from the fp32 video
-(benchmarks/bench_bf16.py). Without those instructions bf16 is emulated and slower than fp32.
+convolutions faster than fp32: on a 2-core AMD EPYC with AVX512-BF16 (no AMX) matmuls ran 2.3x faster than
+fp32, a dim-512 Next-DiT forward 1.3-1.6x (benchmarks/bench_forward.py), the demo's sampling 1.1x and its VAE
+decode 5x, at 54-61 dB PSNR from the fp32 video (benchmarks/bench_bf16.py). Without those instructions bf16 is
+emulated and slower than fp32.
 """
 
 from __future__ import annotations
