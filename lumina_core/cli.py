@@ -17,12 +17,11 @@ from typing import TYPE_CHECKING
 import torch
 
 from .cache import MAX_THRESHOLD, StepCache
+from .precision import AUTO, DTYPES, resolve_dtype
 from .sampling import OFFICIAL_PRESETS, SampleConfig
 
 if TYPE_CHECKING:
     from .pipeline import VideoRequest
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # also the loader node's names
 
 
 class UsageError(ValueError):
@@ -59,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"step cache: skip model calls predicted to change little, 0 (off, default) to "
                           f"{MAX_THRESHOLD}; 0.1-0.5 is the useful range (higher skips more and drifts further "
                           "from the uncached video); it starts over at every patch switch")
-    gen.add_argument("--dtype", choices=DTYPES, default="fp32", help="weight dtype (fp32 on CPU)")
+    gen.add_argument("--dtype", choices=[AUTO, *DTYPES], default=AUTO,
+                     help="weight and compute dtype of the transformer, text encoder and VAE; auto (default): bf16 "
+                          "where the device computes it natively (a CPU with AVX512-BF16 or AMX, a CUDA GPU with "
+                          "bf16), else fp32")
     gen.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     gen.add_argument("--time-budget", type=float, metavar="SECONDS",
                      help="fit the schedule into this many seconds of sampling (the model calls only; loading, text "
@@ -87,6 +89,13 @@ def resolve_schedule(text: str | None, use_demo: bool) -> SampleConfig:
         return SampleConfig.from_official(text, name="custom")
     raise UsageError(f"--schedule {text!r} is neither a preset ({', '.join(OFFICIAL_PRESETS)}) nor a JSON object "
                      "like '{\"P\": \"1x2\", \"step\": 30, \"ts\": 8}'")
+
+
+def component_dtypes(args) -> dict[str, str]:
+    """dtype names of the transformer, text encoder and VAE: ``--dtype`` resolved for ``--device``, except that
+    the text encoder runs fp32 under fp16 (Gemma-2's activations can overflow fp16; its loader node offers none)."""
+    name = resolve_dtype(args.dtype, args.device)
+    return {"transformer": name, "text_encoder": "fp32" if name == "fp16" else name, "vae": name}
 
 
 def check_paths(args) -> None:
@@ -162,17 +171,19 @@ def load_components(args):
     from .text import load_text_encoder
     from .vae import load_vae
 
-    dtype, device = DTYPES[args.dtype], torch.device(args.device)
+    dtypes = {part: DTYPES[name] for part, name in component_dtypes(args).items()}
+    device = torch.device(args.device)
     if args.model is None:
         if not DEMO_IS_TRAINED:
             print("note: the demo models are untrained random weights (no trained demo ships yet): "
                   "the pipeline runs end to end but the video is noise", file=sys.stderr)
-        demo = load_demo(vae_dtype=dtype)
-        return (demo.transformer.to(device, dtype), demo.text_model.to(device, dtype), demo.tokenizer,
-                demo.vae.to(device))
-    text_model, tokenizer = load_text_encoder(args.text_encoder, tokenizer_path=args.tokenizer, dtype=dtype,
-                                              device=device)
-    return load_model(args.model, dtype=dtype, device=device), text_model, tokenizer, load_vae(args.vae, dtype, device)
+        demo = load_demo(vae_dtype=dtypes["vae"])
+        return (demo.transformer.to(device, dtypes["transformer"]), demo.text_model.to(device, dtypes["text_encoder"]),
+                demo.tokenizer, demo.vae.to(device))
+    text_model, tokenizer = load_text_encoder(args.text_encoder, tokenizer_path=args.tokenizer,
+                                              dtype=dtypes["text_encoder"], device=device)
+    return (load_model(args.model, dtype=dtypes["transformer"], device=device), text_model, tokenizer,
+            load_vae(args.vae, dtypes["vae"], device))
 
 
 def fit_time_budget(args, model, captions, request: "VideoRequest", config: SampleConfig) -> SampleConfig:
@@ -201,6 +212,7 @@ def generate(args) -> Path:
     from .workflow import metadata as workflow_metadata
 
     config, request, fps, cache = plan(args)
+    dtypes = component_dtypes(args)
     start = time.perf_counter()
     model, text_model, tokenizer, vae = load_components(args)
     check_request(model, request, config)
@@ -236,13 +248,14 @@ def generate(args) -> Path:
     graph = GenerationGraph(prompt=request.prompt, negative_prompt=request.negative_prompt, seed=request.seed,
                             width=request.width, height=request.height, frames=request.frames, fps=fps,
                             schedule=config.to_official(), model=args.model, text_encoder=args.text_encoder,
-                            tokenizer=args.tokenizer, vae=args.vae, weight_dtype=args.dtype, cache=args.cache)
+                            tokenizer=args.tokenizer, vae=args.vae, weight_dtype=dtypes["transformer"],
+                            text_encoder_dtype=dtypes["text_encoder"], vae_dtype=dtypes["vae"], cache=args.cache)
     metadata = workflow_metadata(graph)
     video = write_mp4(args.out, frames.numpy(), fps, metadata=metadata)
     sheet = write_contact_sheet(args.out.with_suffix(".png"), frames.numpy(), metadata=metadata)
     total = time.perf_counter() - start
     print(f"wrote {video} ({frames.shape[0]} frames, {request.width}x{request.height}) and {sheet} "
-          f"in {total:.1f} s (sampling {sampling:.2f} s)")
+          f"in {total:.1f} s (sampling {sampling:.2f} s, {dtypes['transformer']})")
     if draft_seconds:
         print(f"the draft took {draft_seconds[0]:.2f} s, {100 * draft_seconds[0] / total:.1f} % of the run")
     return video

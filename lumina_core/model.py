@@ -215,7 +215,7 @@ class Attention(nn.Module):
         # The gate is a bare parameter, which a host that streams or quantises layers (ComfyUI) may keep
         # on another device or in a storage dtype: bring it to the activations before use.
         gate = self.gate.to(device=out_y.device, dtype=out_y.dtype).tanh()
-        out = out + out_y * gate.view(1, -1, 1, 1)
+        out = torch.addcmul(out, out_y, gate.view(1, -1, 1, 1))  # one pass instead of a product then a sum
         return self.wo(rearrange(out, "b h l d -> b l (h d)"))
 
 
@@ -250,10 +250,10 @@ class TransformerBlock(nn.Module):
     def forward(self, x, freqs, x_mask, y, y_mask, c):
         scale_msa, gate_msa, scale_mlp, gate_mlp = self.adaLN_modulation(c)[:, None].chunk(4, dim=-1)
         attn_in = self.attention_norm1(x) * (1 + scale_msa)
-        x = x + gate_msa.tanh() * self.attention_norm2(
-            self.attention(attn_in, freqs, x_mask, self.attention_y_norm(y), y_mask))
-        x = x + gate_mlp.tanh() * self.ffn_norm2(self.feed_forward(self.ffn_norm1(x) * (1 + scale_mlp)))
-        return x
+        attn_out = self.attention_norm2(self.attention(attn_in, freqs, x_mask, self.attention_y_norm(y), y_mask))
+        x = torch.addcmul(x, gate_msa.tanh(), attn_out)  # x + tanh(gate) * out in one pass
+        ffn_out = self.ffn_norm2(self.feed_forward(self.ffn_norm1(x) * (1 + scale_mlp)))
+        return torch.addcmul(x, gate_mlp.tanh(), ffn_out)
 
 
 class FinalLayer(nn.Module):

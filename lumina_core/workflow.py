@@ -50,7 +50,9 @@ class GenerationGraph:
     text_encoder: Optional[str] = None
     tokenizer: Optional[str] = None
     vae: Optional[str] = None
-    weight_dtype: str = "default"
+    weight_dtype: str = "default"  # the weight_dtype choices of the Model, Text Encoder and VAE loaders
+    text_encoder_dtype: str = "default"
+    vae_dtype: str = "default"
     cache: float = 0.0  # step cache threshold; 0 = no Step Cache node
 
 
@@ -67,10 +69,11 @@ def nodes_for(graph: GenerationGraph) -> list[Node]:
     text_loader = Node(2, "LuminaVideoTextEncoderLoader",
                        [("text_encoder_name", model_entry(graph.text_encoder)),
                         ("tokenizer", SAME_FOLDER if graph.tokenizer is None else Path(graph.tokenizer).name),
-                        ("weight_dtype", "default")],
+                        ("weight_dtype", graph.text_encoder_dtype)],
                        outputs=[("text_encoder", "LUMINA_VIDEO_TEXT_ENCODER")], pos=(40, 210), height=110)
-    vae_loader = Node(3, "LuminaVideoVAELoader", [("vae_name", model_entry(graph.vae))],
-                      outputs=[("vae", "LUMINA_VIDEO_VAE")], pos=(40, 360), height=60)
+    vae_loader = Node(3, "LuminaVideoVAELoader",
+                      [("vae_name", model_entry(graph.vae)), ("weight_dtype", graph.vae_dtype)],
+                      outputs=[("vae", "LUMINA_VIDEO_VAE")], pos=(40, 360), height=80)
     encode = Node(4, "LuminaVideoTextEncode", [("prompt", graph.prompt), ("negative_prompt", graph.negative_prompt)],
                   links={"text_encoder": (2, 0, "LUMINA_VIDEO_TEXT_ENCODER")},
                   outputs=[("positive", "CONDITIONING"), ("negative", "CONDITIONING")],

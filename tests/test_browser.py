@@ -548,7 +548,7 @@ def test_cli_video_dropped_on_the_canvas_restores_its_graph_and_reproduces_it(pa
     video equal to them up to H.264 noise."""
     out = tmp_path / "shared.mp4"
     subprocess.run([sys.executable, "-m", "lumina_core", "generate", "--prompt", "a yellow circle moving down",
-                    "--motion", "7", "--seed", "21", "--steps", "5", "--out", str(out)],
+                    "--motion", "7", "--seed", "21", "--steps", "5", "--dtype", "fp32", "--out", str(out)],
                    check=True, capture_output=True, timeout=300, cwd=ROOT)
     with av.open(str(out)) as container:
         embedded = json.loads(container.metadata["workflow"]), json.loads(container.metadata["prompt"])

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import av
 import pytest
+import torch
 from PIL import Image
 from size_rule import SIZE_TABLE, cli_verdict
 
 from lumina_core import cli, demo
+from lumina_core.precision import resolve_dtype
 
 ROOT = Path(__file__).resolve().parents[1]  # the CLI runs from the repository, as the README says
 
@@ -104,6 +106,10 @@ def test_generated_files_carry_the_equivalent_comfyui_graph(tmp_path):
     schedule = json.loads(by_type["LuminaVideoScheduleJSON"]["config"])
     assert schedule["motion"] == 9.0 and schedule["step"] == 3
     assert by_type["LuminaVideoModelLoader"]["model_name"] == "lumina-video-demo (built-in)"
+    # the loaders pin the dtype the CLI ran (--dtype auto resolved), so the graph reproduces it on any host
+    ran = resolve_dtype("auto", "cpu")
+    assert [by_type[loader]["weight_dtype"] for loader in ("LuminaVideoModelLoader", "LuminaVideoTextEncoderLoader",
+                                                           "LuminaVideoVAELoader")] == [ran] * 3
     workflow = json.loads(tags["workflow"])
     ids = {node["id"] for node in workflow["nodes"]}
     for link_id, origin, _, target, slot, _ in workflow["links"]:
@@ -126,3 +132,20 @@ def test_cache_flag_skips_calls_says_so_and_puts_the_cache_node_in_the_graph(tmp
     assert cache_node["inputs"] == {"threshold": 0.3, "start": 0.0, "end": 1.0, "model": ["1", 0]}
     sampler = next(node for node in prompt.values() if node["class_type"] == "LuminaVideoSampler")
     assert sampler["inputs"]["model"] == [cache_id, 0]
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [(True, False, "bf16"), (False, True, "bf16"),
+                                                        (False, False, "fp32")])
+def test_auto_dtype_is_bf16_where_the_cpu_computes_it(monkeypatch, avx512_bf16, amx, expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert resolve_dtype("auto", "cpu") == expected
+    assert resolve_dtype("fp32", "cpu") == "fp32"  # an explicit choice is kept
+
+
+@pytest.mark.parametrize("choice, expected", [("bf16", ["bf16"] * 3), ("fp32", ["fp32"] * 3),
+                                              ("fp16", ["fp16", "fp32", "fp16"])])
+def test_component_dtypes(choice, expected):
+    """--dtype sets the transformer, text encoder and VAE, except fp16 for the text encoder (Gemma-2 overflows it)."""
+    args = cli.build_parser().parse_args(["generate", "--prompt", "x", "--out", "v.mp4", "--dtype", choice])
+    assert list(cli.component_dtypes(args).values()) == expected

@@ -45,7 +45,7 @@ def demo_prompt(seed: int, steps: int = 4, size: int = 32, frames: int = 8) -> d
         "2": {"class_type": "LuminaVideoTextEncoderLoader",
               "inputs": {"text_encoder_name": DEMO, "tokenizer": "(from the text encoder folder)",
                          "weight_dtype": "default"}},
-        "3": {"class_type": "LuminaVideoVAELoader", "inputs": {"vae_name": DEMO}},
+        "3": {"class_type": "LuminaVideoVAELoader", "inputs": {"vae_name": DEMO, "weight_dtype": "default"}},
         "4": {"class_type": "LuminaVideoTextEncode",
               "inputs": {"text_encoder": ["2", 0], "prompt": "a red circle moving left", "negative_prompt": ""}},
         "5": {"class_type": "LuminaVideoEmptyLatentVideo",
