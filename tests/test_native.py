@@ -301,7 +301,7 @@ def test_vae_encode_gives_a_latent_for_video_to_video(model, captions):
     denoise < 1 stays nearer to it than a full denoise."""
     positive, negative = captions
     schedule = demo_schedule()
-    vae = run(LuminaVideoVAELoader, DEMO)[0]
+    vae = run(LuminaVideoVAELoader, DEMO, "default")[0]
     latent = run(LuminaVideoEmptyLatentVideo, "custom", 64, 64, 16, 1)[0]
     sampled = run(LuminaVideoSampler, model, positive, negative, latent, schedule, 7)[0]
     frames = run(LuminaVideoVAEDecode, vae, sampled, "auto", 8.0)[0]

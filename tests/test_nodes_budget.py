@@ -129,7 +129,7 @@ def test_the_plan_route_shows_the_budget_node_s_schedule(model, latent):
 def test_the_sampler_sends_one_draft_at_the_end_of_the_first_stage_and_the_same_latent(model, latent, captions,
                                                                                        monkeypatch):
     positive, negative = captions
-    vae = run(LuminaVideoVAELoader, DEMO)[0]
+    vae = run(LuminaVideoVAELoader, DEMO, "default")[0]
     sent, steps = [], []
     monkeypatch.setattr(sampler_module, "send_draft", lambda data: sent.append((data, len(steps))))
     monkeypatch.setattr("comfy.utils.PROGRESS_BAR_HOOK", lambda value, total, preview, node_id=None:
@@ -158,7 +158,7 @@ def test_the_sampler_sends_one_draft_at_the_end_of_the_first_stage_and_the_same_
 
 def test_a_one_stage_schedule_sends_no_draft(model, latent, captions, monkeypatch):
     positive, negative = captions
-    vae = run(LuminaVideoVAELoader, DEMO)[0]
+    vae = run(LuminaVideoVAELoader, DEMO, "default")[0]
     sent = []
     monkeypatch.setattr(sampler_module, "send_draft", sent.append)
     single = SampleConfig.from_official({"P": "1x2", "step": 3, "ts": 3.0, "cfg": 4.0})
