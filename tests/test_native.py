@@ -6,7 +6,7 @@ fp8 storage and partial loading work on the model."""
 import json
 from dataclasses import replace
 
-from comfy_pack import pack  # noqa: F401  (boots ComfyUI in-process and imports the pack)
+from comfy_pack import demo_captions, demo_model, run  # boots ComfyUI in-process, imports the pack
 
 # isort: split
 import comfy.model_management
@@ -24,9 +24,7 @@ from lumina_video_pack.lumina_core.sampling import SampleConfig
 from lumina_video_pack.lumina_core.vae import SCALING_FACTOR
 from lumina_video_pack.nodes.guidance import LuminaVideoGuider, LuminaVideoModelSchedule, LuminaVideoSigmas
 from lumina_video_pack.nodes.loaders import (
-    SAME_FOLDER,
     LuminaVideoModelLoader,
-    LuminaVideoTextEncoderLoader,
     LuminaVideoVAELoader,
 )
 from lumina_video_pack.nodes.model_files import DEMO
@@ -34,7 +32,7 @@ from lumina_video_pack.nodes.motion import LuminaVideoMotionConditioning
 from lumina_video_pack.nodes.native import OfficialCall, encode_motion, motion_at, native_model
 from lumina_video_pack.nodes.sampler import LuminaVideoSampler
 from lumina_video_pack.nodes.schedule import LuminaVideoScheduleJSON, LuminaVideoSchedulePreset
-from lumina_video_pack.nodes.text import LuminaVideoTextEncode, conditioning
+from lumina_video_pack.nodes.text import conditioning
 from lumina_video_pack.nodes.video import LuminaVideoEmptyLatentVideo, LuminaVideoVAEDecode, LuminaVideoVAEEncode
 
 from nodes import KSampler, LoraLoaderModelOnly
@@ -44,19 +42,14 @@ SAME_PATH_TOL = 1e-4
 x0 = x + sigma v and back ((x0 - x) / sigma), which rounds differently near sigma -> 0 (measured ~1e-6)."""
 
 
-def run(node, *args, **kwargs):
-    return node.execute(*args, **kwargs).result
-
-
 @pytest.fixture(scope="module")
 def model():
-    return run(LuminaVideoModelLoader, DEMO, "default")[0]
+    return demo_model()
 
 
 @pytest.fixture(scope="module")
 def captions():
-    encoder = run(LuminaVideoTextEncoderLoader, DEMO, SAME_FOLDER, "default")[0]
-    return run(LuminaVideoTextEncode, encoder, "a red circle moving left", "static grey background")
+    return demo_captions("a red circle moving left", "static grey background")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ the pack is imported as a package, the way ComfyUI loads it (relative imports)."
 import asyncio
 import json
 
-from comfy_pack import pack  # boots ComfyUI in-process: before any comfy import
+from comfy_pack import demo_model, pack, run  # boots ComfyUI in-process: before any comfy import
 
 # isort: split
 import comfy.model_management
@@ -64,13 +64,9 @@ STAGES = [{"patch": "2x2", "t_end": 0.3, "cfg": 4.0, "motion": 6.0, "neg_motion"
 STEPS, SHIFT = 7, 3.0
 
 
-def run(node, *args, **kwargs):
-    return node.execute(*args, **kwargs).result
-
-
 @pytest.fixture(scope="module")
 def model():
-    return run(LuminaVideoModelLoader, DEMO, "default")[0]
+    return demo_model()
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ fits the base schedule or refuses with the minimum), the plan route's predicted 
 import base64
 import io
 
-from comfy_pack import pack  # noqa: F401  boots ComfyUI in-process: before any comfy import
+from comfy_pack import demo_captions, demo_model, run  # boots ComfyUI in-process: before any comfy import
 
 # isort: split
 import pytest
@@ -19,9 +19,6 @@ from lumina_video_pack.lumina_core.sizes import CUSTOM_RESOLUTION
 from lumina_video_pack.nodes import sampler as sampler_module
 from lumina_video_pack.nodes.budget import DEFAULT_CAPTION_TOKENS, LuminaVideoScheduleForTimeBudget
 from lumina_video_pack.nodes.loaders import (
-    SAME_FOLDER,
-    LuminaVideoModelLoader,
-    LuminaVideoTextEncoderLoader,
     LuminaVideoVAELoader,
 )
 from lumina_video_pack.nodes.model_files import DEMO
@@ -29,16 +26,11 @@ from lumina_video_pack.nodes.native import lumina_video_model
 from lumina_video_pack.nodes.routes import plan
 from lumina_video_pack.nodes.sampler import LuminaVideoSampler
 from lumina_video_pack.nodes.schedule import preset_config
-from lumina_video_pack.nodes.text import LuminaVideoTextEncode
 from lumina_video_pack.nodes.video import LuminaVideoEmptyLatentVideo
 from PIL import Image
 
 SIZE = {"resolution": CUSTOM_RESOLUTION, "width": 32, "height": 32, "frames": 8, "batch_size": 1}
 BASE = preset_config("demo", 12)
-
-
-def run(node, *args, **kwargs):
-    return node.execute(*args, **kwargs).result
 
 
 @pytest.fixture(autouse=True)
@@ -49,13 +41,12 @@ def cache_dir(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def model():
-    return run(LuminaVideoModelLoader, DEMO, "default")[0]
+    return demo_model()
 
 
 @pytest.fixture(scope="module")
 def captions():
-    text_encoder = run(LuminaVideoTextEncoderLoader, DEMO, SAME_FOLDER, "default")[0]
-    return run(LuminaVideoTextEncode, text_encoder, "a red circle moving left", "")
+    return demo_captions("a red circle moving left", "")
 
 
 @pytest.fixture(scope="module")

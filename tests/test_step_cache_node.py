@@ -4,7 +4,7 @@ row, logs what it skipped per stage, and a cancel still stops a run at a skipped
 
 import logging
 
-from comfy_pack import pack  # noqa: F401  (boots ComfyUI in-process and imports the pack)
+from comfy_pack import demo_captions, demo_model, run  # boots ComfyUI in-process, imports the pack
 
 # isort: split
 import comfy.model_management
@@ -16,11 +16,8 @@ from lumina_video_pack.lumina_core.sampling import SampleConfig, sample, seeded_
 from lumina_video_pack.lumina_core.vae import SCALING_FACTOR
 from lumina_video_pack.nodes.cache import LuminaVideoStepCache
 from lumina_video_pack.nodes.guidance import LuminaVideoGuider, LuminaVideoSigmas
-from lumina_video_pack.nodes.loaders import SAME_FOLDER, LuminaVideoModelLoader, LuminaVideoTextEncoderLoader
-from lumina_video_pack.nodes.model_files import DEMO
 from lumina_video_pack.nodes.native import OfficialCall
 from lumina_video_pack.nodes.sampler import LuminaVideoSampler, LuminaVideoStageSampler, caption_rows
-from lumina_video_pack.nodes.text import LuminaVideoTextEncode
 from lumina_video_pack.nodes.video import LuminaVideoEmptyLatentVideo
 
 THRESHOLD = 0.3
@@ -37,13 +34,9 @@ def relative_l2(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return ((actual - expected).norm() / expected.norm()).item()
 
 
-def run(node, *args, **kwargs):
-    return node.execute(*args, **kwargs).result
-
-
 @pytest.fixture(scope="module")
 def model():
-    return run(LuminaVideoModelLoader, DEMO, "default")[0]
+    return demo_model()
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +46,7 @@ def cached_model(model):
 
 @pytest.fixture(scope="module")
 def captions():
-    encoder = run(LuminaVideoTextEncoderLoader, DEMO, SAME_FOLDER, "default")[0]
-    return run(LuminaVideoTextEncode, encoder, "a red circle moving left", "static grey background")
+    return demo_captions("a red circle moving left", "static grey background")
 
 
 @pytest.fixture(scope="module")
