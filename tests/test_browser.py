@@ -149,9 +149,19 @@ def error_stroke_pixels(page: PackPage, node_id: int) -> int:
 
 
 def run_from_page(page: PackPage) -> None:
-    """Press the Run button, as a user queues the workflow."""
+    """Press the Run button, as a user queues the workflow. A workflow drop shows a page-wide block mask that
+    headless Chromium sometimes leaves stuck in its leave animation over the button (seen once in ~10 suite
+    runs): wait for it to go, and if it stays, deliver the click to the button itself."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
     page.evaluate("() => { window.__luminaEvents.length = 0; }")
-    page.page.get_by_role("button", name="Run", exact=True).click()
+    button = page.page.get_by_role("button", name="Run", exact=True)
+    try:
+        page.page.wait_for_selector(".p-blockui-mask", state="detached", timeout=30_000)
+    except PlaywrightTimeoutError:
+        button.dispatch_event("click")
+        return
+    button.click()
 
 
 def node_ids(page: PackPage, type_: str) -> list[int]:
