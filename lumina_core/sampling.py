@@ -164,14 +164,19 @@ def check_latent_fits(latent_shape: Sequence[int], config: SampleConfig) -> None
         check_latent_size(latent_shape[2:], stage.patch_size, stage.f_patch_size)
 
 
+def check_patches(model, config: SampleConfig) -> None:
+    """Raise unless the model has an embedder for every stage's patch pair."""
+    for stage in config.stages:
+        model.check_patch(stage.patch_size, stage.f_patch_size)
+
+
 def check_runnable(model, latent_shape: Sequence[int], config: SampleConfig) -> None:
     """Raise before any model call if a stage's patch pair or the latent size doesn't fit."""
     check_latent_fits(latent_shape, config)
     channels = model.config.in_channels
     if latent_shape[1] != channels:
         raise ValueError(f"latent has {latent_shape[1]} channels; this model needs {channels}")
-    for stage in config.stages:
-        model.check_patch(stage.patch_size, stage.f_patch_size)
+    check_patches(model, config)
 
 
 def _pad_captions(a: Caption, b: Caption) -> tuple[torch.Tensor, torch.Tensor]:

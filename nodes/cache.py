@@ -17,7 +17,7 @@ import comfy.patcher_extension
 from comfy_api.latest import io
 
 from ..lumina_core.cache import MAX_THRESHOLD, StepCache
-from .native import SCHEDULE_KEY, lumina_video_model, official_time, row_motion, stage_at
+from .native import lumina_video_model, row_motion
 
 STEP_CACHE_KEY = "lumina_video_step_cache"
 """transformer_options key of the settings (a StepCache never called itself)."""
@@ -58,9 +58,7 @@ def diffusion_model_wrapper(executor, x, timesteps, context, attention_mask, mot
         return compute()
     # a skipped call runs no layer, and ComfyUI's layers are where a cancel is noticed: check here too
     comfy.model_management.throw_exception_if_processing_interrupted()
-    schedule = transformer_options.get(SCHEDULE_KEY) or executor.class_obj.default_schedule
-    t = official_time(timesteps, schedule)
-    stage = stage_at(schedule, t)
+    schedule, t, stage = executor.class_obj.call_point(timesteps, transformer_options)
     window = transformer_options.get("context_window")
     rows = (tuple(transformer_options.get("uuids", ())), None if window is None else tuple(window.index_list),
             tuple(x.shape))

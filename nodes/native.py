@@ -32,7 +32,7 @@ from comfy.ldm.modules.attention import optimized_attention_masked
 
 from ..lumina_core.model import NextDiT, NextDiTConfig
 from ..lumina_core.precision import native_bf16
-from ..lumina_core.sampling import SampleConfig
+from ..lumina_core.sampling import SampleConfig, check_patches
 from ..lumina_core.schedule import Stage, normalize_time_aware, value_at
 from ..lumina_core.vae import LATENT_CHANNELS, SCALING_FACTOR
 
@@ -160,10 +160,15 @@ class LuminaVideoDiT(NextDiT):
                                                      transformer_options),
         ).execute(x, timesteps, context, attention_mask, motion, motion_role, transformer_options, **kwargs)
 
-    def _forward(self, x, timesteps, context, attention_mask, motion, motion_role, transformer_options, **kwargs):
+    def call_point(self, timesteps, transformer_options) -> tuple[SampleConfig, float, Stage]:
+        """The schedule a call runs under (the attached one, else the model's default), the call's official t,
+        and the stage (patch pair) the schedule gives that t."""
         schedule = transformer_options.get(SCHEDULE_KEY) or self.default_schedule
         t = official_time(timesteps, schedule)
-        stage = stage_at(schedule, t)
+        return schedule, t, stage_at(schedule, t)
+
+    def _forward(self, x, timesteps, context, attention_mask, motion, motion_role, transformer_options, **kwargs):
+        schedule, t, stage = self.call_point(timesteps, transformer_options)
         batch = x.shape[0]
         scores = row_motion(schedule, t, motion, motion_role, batch)
         if attention_mask is None:
@@ -255,8 +260,7 @@ def native_model(model: NextDiT, schedule: SampleConfig, weight_dtype: str = "de
     if weight_dtype not in WEIGHT_DTYPES:
         raise ValueError(f"weight_dtype {weight_dtype!r} is unknown; use one of {', '.join(WEIGHT_DTYPES)}")
     choice = WEIGHT_DTYPES[weight_dtype]
-    for stage in schedule.stages:
-        model.check_patch(stage.patch_size, stage.f_patch_size)
+    check_patches(model, schedule)
     state_dict = model.state_dict()
     config = LuminaVideoConfig(model.config, schedule)
     load_device = comfy.model_management.get_torch_device()
@@ -288,9 +292,7 @@ def lumina_video_model(model_patcher) -> LuminaVideoDiT:
 def with_schedule(model_patcher, schedule: SampleConfig):
     """A clone of the MODEL that runs ``schedule``: its patch pairs and motion for samplers that don't set
     them, and its time shift for ComfyUI's schedulers."""
-    network = lumina_video_model(model_patcher)
-    for stage in schedule.stages:
-        network.check_patch(stage.patch_size, stage.f_patch_size)
+    check_patches(lumina_video_model(model_patcher), schedule)
     patched = model_patcher.clone()
     patched.model_options.setdefault("transformer_options", {})[SCHEDULE_KEY] = schedule
 
@@ -308,8 +310,3 @@ def with_motion(conditioning: list, motion) -> list:
     normalize_time_aware(motion, "motion")
     return [[features, {**extras, MOTION_KEY: motion}] for features, extras in conditioning]
 
-
-def schedule_of(model_patcher) -> SampleConfig:
-    """The schedule a MODEL runs when a sampler gives none."""
-    options = model_patcher.model_options.get("transformer_options", {})
-    return options.get(SCHEDULE_KEY) or lumina_video_model(model_patcher).default_schedule
