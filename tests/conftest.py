@@ -8,9 +8,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from lumina_core import cost
 from lumina_core.model import NextDiT, NextDiTConfig
 
 PARITY = Path(__file__).parent / "data" / "parity"
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path, monkeypatch):
+    """Every test keeps its machine calibrations (lumina_core.cost) in its own folder, never the user's cache."""
+    monkeypatch.setenv(cost.CACHE_ENV, str(tmp_path / "cache"))
+    return tmp_path / "cache"
 
 
 @pytest.fixture(scope="session")

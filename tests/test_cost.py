@@ -18,12 +18,6 @@ KEY = CostKey("abc", "float32", "test device", (1, 16, 12, 32, 32), 32)
 COSTS = CallCosts(KEY, guided={"2x4": 1.0, "2x2": 3.0, "1x2": 10.0}, unguided={"2x4": 0.5, "2x2": 1.25, "1x2": 4.0})
 
 
-@pytest.fixture(autouse=True)
-def cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv(cost.CACHE_ENV, str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
 @pytest.fixture(scope="module")
 def small_model():
     """Official patch pairs (2x4, 2x2, 1x2) at a tiny width, 16 latent channels."""

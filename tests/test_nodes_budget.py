@@ -33,12 +33,6 @@ SIZE = {"resolution": CUSTOM_RESOLUTION, "width": 32, "height": 32, "frames": 8,
 BASE = preset_config("demo", 12)
 
 
-@pytest.fixture(autouse=True)
-def cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv(cost.CACHE_ENV, str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
 @pytest.fixture(scope="module")
 def model():
     return demo_model()
