@@ -30,6 +30,7 @@ import torch
 from .model import NextDiTConfig, check_latent_size
 from .sampling import SampleConfig, guided_velocity
 from .schedule import Stage, format_patch, value_at
+from .video_io import atomic_target
 
 CACHE_ENV = "LUMINA_VIDEO_CACHE_DIR"
 CACHE_FILE = "call_costs.json"
@@ -218,11 +219,9 @@ def store(costs: CallCosts, path: Optional[Path] = None) -> Path:
     """Add (or replace) a calibration in the cache file; written whole to a temporary file, then renamed."""
     path = path or cache_path()
     entries = [entry for entry in load_cache(path) if entry.key != costs.key] + [costs]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(json.dumps({"version": CACHE_VERSION, "entries": [entry.to_json() for entry in entries]},
-                               indent=1))
-    os.replace(temp, path)
+    with atomic_target(path) as temp:
+        temp.write_text(json.dumps({"version": CACHE_VERSION, "entries": [entry.to_json() for entry in entries]},
+                                   indent=1))
     return path
 
 

@@ -109,8 +109,9 @@ def _metadata_text(metadata: Mapping | None) -> dict[str, str]:
 
 
 @contextmanager
-def _atomic_target(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the body succeeds."""
+def atomic_target(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the body succeeds (the old file
+    stays whole when anything fails). Used by the writers here and by lumina_core.cost's calibration cache."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     # same folder as the target, so the final rename is atomic
@@ -142,7 +143,7 @@ def write_mp4(
         raise ValueError(
             f"crf {crf!r} is out of range; use an integer from 0 (lossless) to 51 (default {DEFAULT_CRF})"
         )
-    with _atomic_target(path) as temp:
+    with atomic_target(path) as temp:
         _encode_mp4(temp, frames, rate, tags, crf)
     return Path(path)
 
@@ -166,7 +167,7 @@ def _save_png(image: np.ndarray, path: PathLike, tags: dict[str, str]) -> Path:
     info = PngInfo()
     for key, value in tags.items():
         info.add_text(key, value)
-    with _atomic_target(path) as temp:
+    with atomic_target(path) as temp:
         Image.fromarray(image).save(temp, format="PNG", pnginfo=info, compress_level=4)
     return Path(path)
 
