@@ -2,14 +2,14 @@
 ``MultiScaleNextDiT`` in fp32 (same weights, same inputs), and our bf16 forward against our fp32 (time and
 error) for the benchmark config, the shipped demo transformer and the parity fixture's tiny config.
 
-    python benchmarks/bench_forward.py --official-dir /tmp/official [--compile] [--repeats 5] [--threads 2]
+    python -O benchmarks/bench_forward.py --official-dir OFFICIAL_DIR [--compile] [--repeats 5] [--threads 2]
 
 ``--official-dir`` is a folder holding the official ``models/`` package of Alpha-VLLM/Lumina-Video (e.g.
-``git --git-dir=<clone>/.git archive HEAD models | tar -x -C /tmp/official``); it is never part of this
+``git --git-dir=<clone>/.git archive HEAD models | tar -x -C OFFICIAL_DIR``); it is never part of this
 repository. Its CUDA-only imports get CPU stand-ins here: ``flash_attn_varlen_func`` runs torch SDPA on each
 packed item (GQA, the given scale), ``unpad_input`` packs the caption rows, and the sequence-parallel helpers
-of ``utils.parallel`` are the identity of one rank. Its asserts are compiled out (``optimize=1``): one of them
-refuses fp32 attention, which the stand-in computes like any other dtype. Without ``--official-dir`` only
+of ``utils.parallel`` are the identity of one rank. Its asserts must be off (``python -O``): one of them refuses
+fp32 attention, which the stand-in computes like any other dtype. Without ``--official-dir`` only
 the bf16 tables are printed. ``--compile`` adds ours under torch.compile (inductor with freezing) against
 the official eager forward.
 
@@ -20,6 +20,7 @@ adjacent samples, which cancels most of the drift of a shared machine. Errors ar
 """
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
@@ -79,20 +80,22 @@ def install_official_shims() -> None:
 
 
 def import_official(official_dir: Path):
-    """The official ``models.model`` module, imported from ``official_dir/models`` with asserts compiled out."""
+    """The official ``models.model`` module, imported from ``official_dir/models`` (asserts off: ``python -O``)."""
     package_dir = official_dir / "models"
     if not (package_dir / "model.py").is_file():
         raise SystemExit(f"--official-dir {official_dir} has no models/model.py; extract the official repository's "
                          "models/ folder there")
+    if not sys.flags.optimize:
+        raise SystemExit("run with python -O for --official-dir: an assert of the official model refuses fp32 "
+                         "attention, which the CPU stand-in computes")
     install_official_shims()
     package = types.ModuleType("official_models")
     package.__path__ = [str(package_dir)]
     sys.modules["official_models"] = package
-    module = types.ModuleType("official_models.model")
-    module.__package__ = "official_models"
-    module.__file__ = str(package_dir / "model.py")
+    spec = importlib.util.spec_from_file_location("official_models.model", package_dir / "model.py")
+    module = importlib.util.module_from_spec(spec)
     sys.modules[module.__name__] = module
-    exec(compile((package_dir / "model.py").read_text(), module.__file__, "exec", optimize=1), module.__dict__)
+    spec.loader.exec_module(module)
     return module
 
 
