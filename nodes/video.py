@@ -24,6 +24,13 @@ from .devices import loaded
 TILED = {"auto": None, "on": True, "off": False}
 
 
+def tiling(choice: str) -> bool | None:
+    """The ``tiled`` combo value as lumina_core.vae's ``tiled`` argument (None = automatic)."""
+    if choice not in TILED:
+        raise ValueError(f"tiled {choice!r} is unknown; use one of {', '.join(TILED)}")
+    return TILED[choice]
+
+
 class LuminaVideoEmptyLatentVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -101,10 +108,8 @@ class LuminaVideoVAEDecode(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae, latent, tiled, fps) -> io.NodeOutput:
-        if tiled not in TILED:
-            raise ValueError(f"tiled {tiled!r} is unknown; use one of {', '.join(TILED)}")
         # LATENT holds raw CogVideoX latents (the model's LatentFormat scales them in and out)
-        frames = decode(loaded(vae).inner, latent["samples"], tiled=TILED[tiled], scaling_factor=1.0)
+        frames = decode(loaded(vae).inner, latent["samples"], tiled=tiling(tiled), scaling_factor=1.0)
         images = frames.flatten(0, 1).float().to(comfy.model_management.intermediate_device())
         video = InputImpl.VideoFromComponents(Types.VideoComponents(images=images, frame_rate=Fraction(fps)))
         return io.NodeOutput(images, video)
@@ -132,8 +137,6 @@ class LuminaVideoVAEEncode(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae, images, tiled) -> io.NodeOutput:
-        if tiled not in TILED:
-            raise ValueError(f"tiled {tiled!r} is unknown; use one of {', '.join(TILED)}")
         frames = images[None, ..., :3].float()  # one video [1, F, H, W, 3]
-        latents = encode(loaded(vae).inner, frames, tiled=TILED[tiled], scaling_factor=1.0)
+        latents = encode(loaded(vae).inner, frames, tiled=tiling(tiled), scaling_factor=1.0)
         return io.NodeOutput({"samples": latents.to(comfy.model_management.intermediate_device())})
