@@ -323,20 +323,39 @@ def draw_batch(cache: dict, videos: int, images: int, generator: torch.Generator
     return parts
 
 
+def time_shift(pair: tuple[int, int], pairs, video: bool) -> float:
+    """How far a patch pair's training t is pushed towards noise (official recipe, train_exps/*/task.py:
+    the video stages train with time shift 2, 4 and 8 from the finest to the coarsest patch pair, so each
+    pair sees mostly the noise levels at which the multi-scale schedule runs it; images use 1)."""
+    if not video:
+        return 1.0
+    by_tokens = sorted(pairs, key=lambda p: p[0] * p[0] * p[1])  # finest (most tokens) first
+    return 2.0 ** (by_tokens.index(tuple(pair)) + 1)
+
+
+def shifted_t(u: torch.Tensor, shift: float) -> torch.Tensor:
+    """t = u / (u + s - s u): u ~ U[0, 1] mapped towards 0 (noise) for s > 1, unchanged for s = 1."""
+    return u / (u + shift - shift * u)
+
+
 def flow_matching_loss(model, x1: torch.Tensor, feats: torch.Tensor, mask: torch.Tensor, motion: torch.Tensor,
-                       patch_size: int, f_patch_size: int, generator: torch.Generator) -> torch.Tensor:
+                       patch_size: int, f_patch_size: int, generator: torch.Generator, shift: float = 1.0,
+                       bf16: bool = False) -> torch.Tensor:
     """Per-item loss MSE + (1 - cosine similarity) of the predicted velocity (Lumina-Video recipe).
 
-    t ~ U[0, 1] (0 = noise, 1 = data), x_t = t x1 + (1 - t) x0 with x0 ~ N(0, I), target x1 - x0:
-    the velocity lumina_core.sampling integrates from t = 0 to t = 1.
+    t = shifted_t(u, shift) with u ~ U[0, 1] (0 = noise, 1 = data), x_t = t x1 + (1 - t) x0 with
+    x0 ~ N(0, I), target x1 - x0: the velocity lumina_core.sampling integrates from t = 0 to t = 1.
+    Noise and t are drawn on the CPU generator (the same numbers on every device) and moved to x1's
+    device. ``bf16`` runs the model under bfloat16 autocast (weights and loss stay float32).
     """
-    batch = x1.shape[0]
-    t = torch.rand(batch, generator=generator)
-    x0 = torch.randn(x1.shape, generator=generator)
+    batch, device = x1.shape[0], x1.device
+    t = shifted_t(torch.rand(batch, generator=generator), shift).to(device)
+    x0 = torch.randn(x1.shape, generator=generator).to(device)
     t_ = t.view(-1, 1, 1, 1, 1)
-    velocity = model(t_ * x1 + (1 - t_) * x0, t, feats, mask, motion, patch_size, f_patch_size)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        velocity = model(t_ * x1 + (1 - t_) * x0, t, feats, mask, motion.to(device), patch_size, f_patch_size)
     target = (x1 - x0).flatten(1)
-    predicted = velocity.flatten(1)
+    predicted = velocity.float().flatten(1)
     mse = (predicted - target).pow(2).mean(dim=1)
     cosine = F.cosine_similarity(predicted, target, dim=1)
     return mse + 1 - cosine
@@ -344,14 +363,18 @@ def flow_matching_loss(model, x1: torch.Tensor, feats: torch.Tensor, mask: torch
 
 def training_step(model, optimizer, cache: dict, patch: tuple[int, int], videos: int, images: int,
                   generator: torch.Generator, caption_dropout: float = CAPTION_DROPOUT,
-                  motion_dropout: float = MOTION_DROPOUT) -> float:
-    """One optimiser step on a joint video + still batch at one patch pair; returns the mean loss."""
+                  motion_dropout: float = MOTION_DROPOUT, bf16: bool = False) -> float:
+    """One optimiser step on a joint video + still batch at one patch pair; returns the mean loss.
+    The cache's tensors may live on any device (the model's); indices and noise come from the CPU
+    ``generator``, so a run draws the same batches on every device."""
     patch_size, f_patch_size = patch
     losses = []
     for part in draw_batch(cache, videos, images, generator, caption_dropout, motion_dropout):
-        feats, mask = cache["caption_feats"][part["rows"]], cache["caption_mask"][part["rows"]]
+        rows = part["rows"].to(cache["caption_feats"].device)
+        feats, mask = cache["caption_feats"][rows], cache["caption_mask"][rows]
+        shift = time_shift(patch, model.config.patch_pairs, video=part["latents"].shape[2] > 1)
         losses.append(flow_matching_loss(model, part["latents"], feats, mask, part["motion"], patch_size,
-                                         f_patch_size, generator))
+                                         f_patch_size, generator, shift, bf16))
     loss = torch.cat(losses).mean()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -383,6 +406,32 @@ def check_patch_widths(config) -> None:
                              f"dim {config.dim}; use a smaller patch or a wider model")
 
 
+DEVICE_TENSORS = ("clip_latents", "image_latents", "caption_feats", "caption_mask")  # what a step reads on the device
+
+
+class Deadline:
+    """A wall-time budget that a loop checks before each unit of work: ``fits()`` is False once the
+    next unit (as long as the slowest one so far) plus the final save would pass the budget, so the
+    run stops and saves before the limit instead of after it."""
+
+    def __init__(self, seconds: float, reserve: float = 0.0):
+        self.start = time.monotonic()
+        self.seconds = seconds
+        self.reserve = reserve  # seconds kept for the final save (updated from measured saves)
+        self.longest = 0.0
+        self._unit_start = self.start
+
+    def fits(self) -> bool:
+        now = time.monotonic()
+        return now - self.start + self.longest + self.reserve <= self.seconds
+
+    def begin(self) -> None:
+        self._unit_start = time.monotonic()
+
+    def end(self) -> None:
+        self.longest = max(self.longest, time.monotonic() - self._unit_start)
+
+
 def command_dit(args) -> None:
     import copy
 
@@ -393,6 +442,7 @@ def command_dit(args) -> None:
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(args.device)
     state_path, log_path, cache_path = out / "state.pt", out / "log.txt", out / "cache.pt"
     if cache_path.exists():
         cache = torch.load(cache_path, weights_only=True)
@@ -402,38 +452,46 @@ def command_dit(args) -> None:
         save_state(cache_path, cache)
         log(log_path, f"cached {len(cache['clip_latents'])} clip and {len(cache['image_latents'])} still latents, "
                       f"{len(cache['captions'])} captions; clip latent std {cache['clip_latents'].std():.3f}")
-    model = build_training_transformer(args.seed).train()
+    cache.update({key: cache[key].to(device) for key in DEVICE_TENSORS})
+    model = build_training_transformer(args.seed).to(device).train()
     check_patch_widths(model.config)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     generator = torch.Generator().manual_seed(args.seed)
     step = 0
     if args.resume and state_path.exists():
-        state = torch.load(state_path, weights_only=True)
+        state = torch.load(state_path, weights_only=True, map_location=device)
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
+        generator.set_state(state["generator"].cpu())
         step = state["step"]
         log(log_path, f"resumed at step {step}")
     pairs = model.config.patch_pairs
-    log(log_path, f"dit: {model.parameter_count()} parameters, patch pairs {pairs}, batch {args.videos} clips + "
-                  f"{args.images} stills, lr {args.lr}")
+    shifts = {pair: time_shift(pair, pairs, video=True) for pair in pairs}
+    log(log_path, f"dit: {model.parameter_count()} parameters, patch pairs {pairs}, video time shifts "
+                  f"{ {f'{f}x{p}': s for (p, f), s in shifts.items()} }, batch {args.videos} clips + {args.images} "
+                  f"stills, lr {args.lr}, device {device}, {'bf16 autocast' if args.bf16 else 'float32'}")
+
+    deadline = Deadline(args.minutes * 60)
 
     def save():
+        began = time.monotonic()
         save_state(state_path, {"model": model.state_dict(), "ema": ema.state_dict(),
                                 "optimizer": optimizer.state_dict(), "generator": generator.get_state(), "step": step})
+        deadline.reserve = max(deadline.reserve, 2 * (time.monotonic() - began))
 
     recent = {pair: [] for pair in pairs}
-    start = last_save = time.time()
+    last_save = time.monotonic()
     bar = tqdm(total=args.steps, initial=step, desc="dit")
-    while step < args.steps and time.time() - start < args.minutes * 60:
+    while step < args.steps and deadline.fits():
+        deadline.begin()
         warmup = min(1.0, (step + 1) / args.warmup)
         lr = args.lr * warmup * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
         for group in optimizer.param_groups:
             group["lr"] = lr
         pair = pairs[int(torch.randint(len(pairs), (1,), generator=generator))]
-        loss = training_step(model, optimizer, cache, pair, args.videos, args.images, generator)
+        loss = training_step(model, optimizer, cache, pair, args.videos, args.images, generator, bf16=args.bf16)
         update_ema(ema, model, args.ema if step >= args.warmup else 0.0)
         step += 1
         recent[pair] = (recent[pair] + [loss])[-50:]
@@ -442,15 +500,18 @@ def command_dit(args) -> None:
         if step % 50 == 0:
             per_pair = " ".join(f"{f}x{p}={np.mean(v):.4f}" for (p, f), v in recent.items() if v)
             log(log_path, f"step {step} lr {lr:.2e} loss per patch pair (last 50 each): {per_pair}")
-        if time.time() - last_save > args.save_minutes * 60:
+        deadline.end()
+        if time.monotonic() - last_save > args.save_minutes * 60:
             save()
-            last_save = time.time()
+            last_save = time.monotonic()
     bar.close()
     save()
     recipe = {"steps": step, "videos": args.videos, "images": args.images, "lr": args.lr, "ema": args.ema,
-              "caption_dropout": CAPTION_DROPOUT, "motion_dropout": MOTION_DROPOUT, "loss": "mse + (1 - cosine)"}
+              "caption_dropout": CAPTION_DROPOUT, "motion_dropout": MOTION_DROPOUT, "loss": "mse + (1 - cosine)",
+              "video_time_shift": {f"{f}x{p}": s for (p, f), s in shifts.items()}, "bf16": args.bf16}
     save_model(ema, out / "transformer.safetensors", metadata={"recipe": json.dumps(recipe)})
-    log(log_path, f"wrote {out / 'transformer.safetensors'} (EMA) at step {step}")
+    log(log_path, f"wrote {out / 'transformer.safetensors'} (EMA) at step {step}, "
+                  f"{time.monotonic() - deadline.start:.0f} s of the {args.minutes * 60:.0f} s budget")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -507,7 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
     dit.add_argument("--vae", type=Path, default=DEFAULT_OUT / "vae" / "vae.safetensors")
     dit.add_argument("--out", type=Path, default=DEFAULT_OUT / "dit")
     dit.add_argument("--steps", type=int, default=6000, help="total optimiser steps (sets the cosine schedule)")
-    dit.add_argument("--minutes", type=float, default=70.0, help="wall-time limit of this run")
+    dit.add_argument("--minutes", type=float, default=70.0,
+                     help="wall-time budget of this run: it stops early enough to save before the limit")
     dit.add_argument("--videos", type=int, default=12, help="clips per batch")
     dit.add_argument("--images", type=int, default=8, help="stills per batch")
     dit.add_argument("--lr", type=float, default=5e-4)
@@ -515,6 +577,9 @@ def build_parser() -> argparse.ArgumentParser:
     dit.add_argument("--ema", type=float, default=0.998)
     dit.add_argument("--seed", type=int, default=0)
     dit.add_argument("--threads", type=int, help="torch CPU threads for this run (default: torch's own choice)")
+    dit.add_argument("--device", default="cpu", help="torch device for the model and the cached data, e.g. cuda")
+    dit.add_argument("--bf16", action="store_true",
+                     help="bfloat16 autocast for the model (float32 master weights, optimiser and loss)")
     dit.add_argument("--save-minutes", type=float, default=3.0)
     dit.add_argument("--resume", action="store_true")
 

@@ -2,6 +2,7 @@
 training step with every patch pair and the dropouts, and resuming."""
 
 import itertools
+import time
 
 import numpy as np
 import pytest
@@ -129,3 +130,46 @@ def test_demo_text_features_keep_the_words_apart():
     colour = int(mask[0].sum()) - 4  # "red" / "blue": 4th token from the end
     similarity = torch.nn.functional.cosine_similarity(feats[0, colour], feats[1, colour], dim=0)
     assert similarity < 0.5  # the DiT can only follow a prompt whose words give distinct features
+
+
+def test_each_video_patch_pair_trains_at_its_own_noise_levels():
+    pairs = demo.TRANSFORMER_CONFIG.patch_pairs  # (patch, f_patch): (1, 1) finest ... (2, 2) coarsest
+    shifts = {pair: train.time_shift(pair, pairs, video=True) for pair in pairs}
+    assert shifts == {(1, 1): 2.0, (2, 1): 4.0, (2, 2): 8.0}  # the official 2 / 4 / 8, finest to coarsest
+    assert all(train.time_shift(pair, pairs, video=False) == 1.0 for pair in pairs)  # stills unshifted
+    u = torch.linspace(0, 1, 101)
+    assert torch.allclose(train.shifted_t(u, 1.0), u, atol=1e-7)  # u / (u + 1 - u): rounding only
+    # s > 1 pushes t towards noise (t = 0) and keeps the ends; the median of t is 1 / (1 + s).
+    for shift in (2.0, 4.0, 8.0):
+        t = train.shifted_t(u, shift)
+        assert t[0] == 0 and t[-1] == 1 and torch.all(t[1:-1] < u[1:-1])
+        assert abs(t[50].item() - 1 / (1 + shift)) < 1e-6
+
+
+def test_deadline_leaves_room_for_the_slowest_step_and_the_save(monkeypatch):
+    clock = iter([0.0, 0.0, 10.0, 10.0, 86.0, 95.0])  # start, begin, end, fits, fits, fits
+    monkeypatch.setattr(train.time, "monotonic", lambda: next(clock))
+    deadline = train.Deadline(100.0, reserve=5.0)
+    deadline.begin()
+    deadline.end()  # one step of 10 s
+    assert deadline.fits()  # 10 + 10 + 5 <= 100
+    assert not deadline.fits()  # 86 + 10 + 5 > 100: the next step could end after the save must start
+    assert not deadline.fits()
+
+
+def test_a_time_budget_stops_before_the_limit_and_saves_a_resumable_state(small_run):
+    folder, _, _ = small_run
+    out = folder / "dit_budget"
+    common = ["dit", "--data", str(folder / "data.npz"), "--vae", str(folder / "vae.safetensors"), "--out", str(out),
+              "--videos", "2", "--images", "1", "--warmup", "1", "--steps", "100000", "--bf16"]
+    started = time.monotonic()
+    train.main(common + ["--minutes", "0.05"])  # a 3 s budget: far fewer than 100000 steps
+    stopped = torch.load(out / "state.pt", weights_only=True)["step"]
+    assert 0 < stopped < 100000
+    assert "bf16 autocast" in (out / "log.txt").read_text()
+    from lumina_core.checkpoint import load_model
+
+    assert load_model(out / "transformer.safetensors").config == demo.TRANSFORMER_CONFIG
+    train.main(common + ["--minutes", "0.02", "--resume"])
+    assert torch.load(out / "state.pt", weights_only=True)["step"] >= stopped
+    assert time.monotonic() - started < 120  # hang guard only (two 1-3 s budgets plus loading)
