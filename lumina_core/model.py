@@ -149,6 +149,10 @@ AttentionFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Optional
 """``fn(q, k, v, key_mask) -> out``: the contract of :func:`attention` with its backend fixed. A host
 (ComfyUI) injects its own through :meth:`NextDiT.set_attention_function`."""
 
+TokenRunner = Callable[..., torch.Tensor]
+"""``fn(h, freqs, key_mask, y, y_mask, c, patch_size, f_patch_size) -> patch values``: the signature of
+:meth:`NextDiT.run_tokens`, which a sequence-parallel run replaces (:meth:`NextDiT.set_token_runner`)."""
+
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: Optional[torch.Tensor],
               backend: str = "sdpa") -> torch.Tensor:
@@ -197,6 +201,7 @@ class Attention(nn.Module):
         else:
             self.q_norm = self.k_norm = self.ky_norm = nn.Identity()
         self.attend: AttentionFunction = attention
+        self.attend_caption: AttentionFunction = attention
 
     def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
         return rearrange(x, "b l (h d) -> b l h d", h=n, d=self.head_dim)
@@ -211,7 +216,7 @@ class Attention(nn.Module):
 
         yk = self._heads(self.ky_norm(self.wk_y(y)), self.n_kv_heads).transpose(1, 2)
         yv = self._heads(self.wv_y(y), self.n_kv_heads).transpose(1, 2)
-        out_y = self.attend(q, yk, yv, y_mask)
+        out_y = self.attend_caption(q, yk, yv, y_mask)
         # The gate is a bare parameter, which a host that streams or quantises layers (ComfyUI) may keep
         # on another device or in a storage dtype: bring it to the activations before use.
         gate = self.gate.to(device=out_y.device, dtype=out_y.dtype).tanh()
@@ -324,6 +329,7 @@ class NextDiT(nn.Module):
         # Kept for checkpoint compatibility; the official forward pass never reads it.
         self.pad_token = nn.Parameter(torch.empty(config.dim, **factory))
         self._rope_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self.token_runner: Optional[TokenRunner] = None
         if init_weights:
             self.initialize_weights()
 
@@ -356,7 +362,12 @@ class NextDiT(nn.Module):
     def set_attention_function(self, function: AttentionFunction) -> None:
         """Route every attention call (self and caption) through ``function(q, k, v, key_mask)``."""
         for layer in self.layers:
-            layer.attention.attend = function
+            layer.attention.attend = layer.attention.attend_caption = function
+
+    def set_token_runner(self, runner: Optional[TokenRunner]) -> None:
+        """Run the blocks and final layer through ``runner`` (same signature as :meth:`run_tokens`) instead
+        of :meth:`run_tokens`; None restores it. :mod:`lumina_core.parallel` installs a sequence-parallel one."""
+        self.token_runner = runner
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -468,12 +479,19 @@ class NextDiT(nn.Module):
         c = self.condition(t.to(device), y, y_mask, motion_score).to(dtype)
 
         h = self.all_x_embedder[patch_key(patch_size, f_patch_size)](x_seq)
-        for layer in self.layers:
-            h = layer(h, freqs, x_mask, y, y_mask, c)
-        out = self.all_final_layer[patch_key(patch_size, f_patch_size)](h, c)
+        out = (self.token_runner or self.run_tokens)(h, freqs, x_mask, y, y_mask, c, patch_size, f_patch_size)
 
         outputs = [self._unpatchify(out[i, :n], sizes[i], patch_size, f_patch_size) for i, n in enumerate(lengths)]
         return torch.stack(outputs) if is_tensor else outputs
+
+    def run_tokens(self, h: torch.Tensor, freqs: torch.Tensor, key_mask: Optional[torch.Tensor], y: torch.Tensor,
+                   y_mask: torch.Tensor, c: torch.Tensor, patch_size: int, f_patch_size: int) -> torch.Tensor:
+        """The blocks and the final layer on embedded tokens h [B, L, dim] with their RoPE table freqs
+        [B, L, hd/2]: patch values [B, L, F*P*P*C]. key_mask [B, Lk] (True = attend; None = all) masks the
+        self-attention keys; Lk may exceed L when another process holds the other tokens."""
+        for layer in self.layers:
+            h = layer(h, freqs, key_mask, y, y_mask, c)
+        return self.all_final_layer[patch_key(patch_size, f_patch_size)](h, c)
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())

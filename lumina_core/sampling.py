@@ -203,14 +203,37 @@ def guided_velocity(model, x: torch.Tensor, t: float, stage: Stage, cond: Captio
     t_rows = torch.full((rows,), t, dtype=torch.float32, device=x.device)
     out = model(model_x.to(dtype), t_rows, feats, mask, torch.tensor(motions, device=x.device),
                 stage.patch_size, stage.f_patch_size).float()
-    positive = out[:batch]
-    guided = positive + cfg * (positive - out[batch:]) if use_negative else positive.clone()
+    return guide(out[:batch], out[batch:] if use_negative else None, cfg, renorm)
+
+
+def guide(positive: torch.Tensor, negative: Optional[torch.Tensor], cfg: float, renorm: float) -> torch.Tensor:
+    """positive + cfg * (positive - negative) (positive alone when negative is None), then capped per item
+    at renorm * |positive| when renorm > 0."""
+    guided = positive + cfg * (positive - negative) if negative is not None else positive.clone()
     if float(renorm) > 0.0:
         dims = tuple(range(1, guided.dim()))
         cap = torch.linalg.vector_norm(positive, dim=dims, keepdim=True) * renorm
         norm = torch.linalg.vector_norm(guided, dim=dims, keepdim=True)
         guided = torch.where(norm >= cap, guided * (cap / norm), guided)
     return guided
+
+
+def guidance_at(config: SampleConfig, t: float) -> tuple[float, float, float, float]:
+    """(cfg, motion, negative motion, renorm) in force at t."""
+    return (float(value_at(config.cfg, t)), value_at(config.motion, t), value_at(config.neg_motion, t),
+            float(value_at(config.renorm, t)))
+
+
+def check_sample_inputs(model, noise: torch.Tensor, cond: Caption, uncond: Optional[Caption],
+                        config: SampleConfig) -> None:
+    """Every check :func:`sample` makes before its first model call."""
+    check_runnable(model, noise.shape, config)
+    if cond[0].shape[0] != noise.shape[0]:
+        raise ValueError(f"{cond[0].shape[0]} positive caption rows for a batch of {noise.shape[0]} latents")
+    if uncond is None and any(value_at(config.cfg, t) > 0 for _, t, _, _ in config.plan()):
+        raise ValueError("cfg > 0 needs a negative caption (uncond); pass one or set cfg to 0")
+    if uncond is not None and uncond[0].shape[0] != noise.shape[0]:
+        raise ValueError(f"{uncond[0].shape[0]} negative caption rows for a batch of {noise.shape[0]} latents")
 
 
 @torch.no_grad()
@@ -228,20 +251,12 @@ def sample(model, noise: torch.Tensor, cond: Caption, uncond: Optional[Caption],
     first calls after a patch switch or cfg truncation always run the model. ``cache.summary()`` then says
     how many calls it skipped per stage.
     """
-    check_runnable(model, noise.shape, config)
-    feats, mask = cond
-    if feats.shape[0] != noise.shape[0]:
-        raise ValueError(f"{feats.shape[0]} positive caption rows for a batch of {noise.shape[0]} latents")
+    check_sample_inputs(model, noise, cond, uncond, config)
     calls = config.plan()
-    if uncond is None and any(value_at(config.cfg, t) > 0 for _, t, _, _ in calls):
-        raise ValueError("cfg > 0 needs a negative caption (uncond); pass one or set cfg to 0")
-    if uncond is not None and uncond[0].shape[0] != noise.shape[0]:
-        raise ValueError(f"{uncond[0].shape[0]} negative caption rows for a batch of {noise.shape[0]} latents")
     x = noise.float()
     grid = config.grid()
     for index, (step, t, t_next, stage) in enumerate(calls):
-        guidance = (float(value_at(config.cfg, t)), value_at(config.motion, t), value_at(config.neg_motion, t),
-                    float(value_at(config.renorm, t)))
+        guidance = guidance_at(config, t)
         compute = partial(guided_velocity, model, x, t, stage, cond, uncond, *guidance)
         velocity = compute() if cache is None else cache("guided", stage.patch, t, x, compute, phase=guidance)
         if callback is not None:
