@@ -183,12 +183,27 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(10 * torch.log10(1 / F.mse_loss(a.float(), b.float()).clamp_min(1e-10)))
 
 
+def file_metadata(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        return handle.metadata() or {}
+
+
 def command_vae(args) -> None:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     state_path, log_path = out / "state.pt", out / "log.txt"
-    vae = build_training_vae(args.seed).train()
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
+    if args.decoder_from:
+        # Decoder fine-tuning: the encoder (and so every latent a DiT was trained on) stays as it is.
+        from .vae import load_vae
+
+        vae = load_vae(args.decoder_from).train().requires_grad_(False)
+        vae.decoder.requires_grad_(True)
+    else:
+        vae = build_training_vae(args.seed).train()
+    trained = [p for p in vae.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=args.lr, weight_decay=0.0)
     step = 0
     generator = torch.Generator().manual_seed(args.seed)
     if args.resume and state_path.exists():
@@ -198,8 +213,12 @@ def command_vae(args) -> None:
         generator.set_state(state["generator"])
         step = state["step"]
         log(log_path, f"resumed at step {step}")
-    log(log_path, f"vae: {sum(p.numel() for p in vae.parameters())} parameters, batch {args.batch}, lr {args.lr}, "
-                  f"kl {args.kl}")
+    log(log_path, f"vae: {sum(p.numel() for p in trained)} of {sum(p.numel() for p in vae.parameters())} parameters "
+                  f"trained{' (decoder of ' + str(args.decoder_from) + ')' if args.decoder_from else ''}, batch "
+                  f"{args.batch}, {args.crop_frames} frames x {args.crop_size} px windows, lr {args.lr}, kl {args.kl}")
+    if args.decoder_from and step == 0:
+        report_vae(vae.eval(), args.seed, log_path)
+        vae.train()
     from tqdm import tqdm
 
     start = last_save = time.time()
@@ -216,7 +235,7 @@ def command_vae(args) -> None:
         loss, parts = vae_loss(vae, frames, args.kl)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         optimizer.step()
         step += 1
         bar.update(1)
@@ -233,13 +252,19 @@ def command_vae(args) -> None:
                             "generator": generator.get_state()})
     vae.eval()
     report_vae(vae, args.seed, log_path)
-    frames = vae_batch(10_000_000, 32, args.seed)
-    std = latent_channel_std(vae, frames)
-    log(log_path, f"raw latent std per channel (scaled by s): {[round(v, 3) for v in std.tolist()]}")
-    normalise_latents(vae, std)
-    std_after = latent_channel_std(vae, frames)
-    log(log_path, f"after normalisation: mean std {std_after.mean():.3f}")
-    save_vae(vae, out / "vae.safetensors", {"step": step, "raw_latent_std": json.dumps(std.tolist())})
+    if args.decoder_from:  # latents unchanged: already normalised, keep the source's record of it
+        source = file_metadata(args.decoder_from)
+        metadata = {"step": f"{source.get('step', '?')} + {step} decoder",
+                    "raw_latent_std": source.get("raw_latent_std")}
+    else:
+        frames = vae_batch(10_000_000, 32, args.seed)
+        std = latent_channel_std(vae, frames)
+        log(log_path, f"raw latent std per channel (scaled by s): {[round(v, 3) for v in std.tolist()]}")
+        normalise_latents(vae, std)
+        std_after = latent_channel_std(vae, frames)
+        log(log_path, f"after normalisation: mean std {std_after.mean():.3f}")
+        metadata = {"step": step, "raw_latent_std": json.dumps(std.tolist())}
+    save_vae(vae, out / "vae.safetensors", {k: v for k, v in metadata.items() if v is not None})
     log(log_path, f"wrote {out / 'vae.safetensors'} at step {step}")
 
 
@@ -562,6 +587,9 @@ def build_parser() -> argparse.ArgumentParser:
     vae.add_argument("--threads", type=int, help="torch CPU threads for this run (default: torch's own choice)")
     vae.add_argument("--save-minutes", type=float, default=3.0)
     vae.add_argument("--resume", action="store_true")
+    vae.add_argument("--decoder-from", type=Path, metavar="VAE.safetensors",
+                     help="fine-tune only the decoder of this trained VAE (its encoder, so every cached latent, "
+                          "stays as it is)")
 
     dit = commands.add_parser("dit", help="train the demo Multi-scale Next-DiT on VAE latents")
     dit.add_argument("--data", type=Path, default=DEFAULT_OUT / "data.npz")
