@@ -1,6 +1,6 @@
 """Evaluate the demo models against the demo's target table (docs/demo_training.md).
 
-    .venv/bin/python benchmarks/eval_demo.py                    # full table (a few minutes on 2 CPU cores)
+    .venv/bin/python benchmarks/eval_demo.py                    # full table (about 4 min on one CPU core)
     .venv/bin/python benchmarks/eval_demo.py --quick            # small counts for CI (~30 s)
     .venv/bin/python benchmarks/eval_demo.py --model out/demo/dit/transformer.safetensors --json eval.json
 
