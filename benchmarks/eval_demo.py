@@ -66,8 +66,8 @@ class Counts:
 
 FULL = Counts(still=6, direction=24, motion_clips=6, levels=(0, 2, 4, 6, 8, 12),
              speeds=(0.0, 0.6, 1.2, 1.8, 2.4, 3.0), gap_clips=6, timing=6, classifier_clips=90)
-QUICK = Counts(still=2, direction=4, motion_clips=1, levels=(0, 6, 12), speeds=(0.0, 1.5, 3.0),
-              gap_clips=1, timing=1, classifier_clips=20)
+QUICK = Counts(still=1, direction=4, motion_clips=1, levels=(0, 6, 12), speeds=(0.0, 1.5, 3.0),
+              gap_clips=1, timing=1, classifier_clips=12)
 
 
 # -- measures: small pure functions of frames -------------------------------------------------------
