@@ -173,3 +173,18 @@ def test_a_time_budget_stops_before_the_limit_and_saves_a_resumable_state(small_
     train.main(common + ["--minutes", "0.02", "--resume"])
     assert torch.load(out / "state.pt", weights_only=True)["step"] >= stopped
     assert time.monotonic() - started < 120  # hang guard only (two 1-3 s budgets plus loading)
+
+
+def test_decoder_fine_tuning_keeps_the_encoder_and_so_every_latent(small_run):
+    from safetensors.torch import load_file
+
+    folder, _, _ = small_run
+    source, out = folder / "vae.safetensors", folder / "vae_decoder"
+    train.main(["vae", "--decoder-from", str(source), "--out", str(out), "--steps", "2", "--batch", "1",
+                "--crop-frames", "8", "--crop-size", "16", "--lr", "1e-2"])
+    before, after = load_file(source), load_file(out / "vae.safetensors")
+    assert before.keys() == after.keys()
+    encoder = [name for name in before if not name.startswith("decoder.")]
+    assert encoder and all(torch.equal(before[name], after[name]) for name in encoder)
+    assert any(not torch.equal(before[name], after[name]) for name in before if name.startswith("decoder."))
+    assert "+ 2 decoder" in train.file_metadata(out / "vae.safetensors")["step"]
