@@ -3,6 +3,7 @@ the parity config, one pool kept across runs (same actors, model sent once), sto
 Ray session for the module; Ray is a dev requirement, so CI runs these (a developer without it gets a skip)."""
 
 import sys
+import time
 
 import pytest
 import torch
@@ -132,6 +133,18 @@ def test_a_killed_rank_gives_a_clear_error_and_a_new_pool(demo, pool):
                           sample(demo, noise, cond, uncond, DEMO_CONFIG)) < PARALLEL_TOL
 
 
+def test_a_hung_rank_gives_a_clear_error_within_the_timeout(demo, pool):
+    spec = ray_ranks.ModelSpec.of_module(demo)
+    plan = ParallelPlan.parse("auto", 2, demo.config.n_heads)
+    noise, cond, uncond = inputs(demo, (1, 16, 2, 8, 8))
+    pool.run(spec, noise, cond, uncond, DEMO_CONFIG, plan)
+    pool.workers[1].__ray_call__.remote(lambda worker: time.sleep(10 * TIMEOUT_S))  # rank 1 busy: rank 0 waits
+    pool.timeout_s = 2.0
+    with pytest.raises(TimeoutError, match="no step finished on 2 Ray ranks within 2 s .* start afresh"):
+        pool.run(spec, noise, cond, uncond, DEMO_CONFIG, plan)
+    assert not pool.alive
+
+
 def test_bad_requests_are_refused_before_any_work(demo, pool):
     spec = ray_ranks.ModelSpec.of_module(demo)
     noise, cond, uncond = inputs(demo, (1, 16, 2, 8, 8))
@@ -141,6 +154,17 @@ def test_bad_requests_are_refused_before_any_work(demo, pool):
         ray_ranks.RankPool(2, "tpu")
     with pytest.raises(ValueError, match="world size 0 is not a whole number >= 1"):
         ray_ranks.RankPool(0)
+
+
+def test_another_world_size_replaces_the_pool(demo, pool):
+    old = list(pool.workers)
+    single = ray_ranks.rank_pool(1, "cpu", timeout_s=TIMEOUT_S)
+    assert not pool.alive and single.alive
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(old[0].address.remote(), timeout=TIMEOUT_S)  # the old actors were killed
+    noise, cond, uncond = inputs(demo, (1, 16, 2, 8, 8))
+    out = single.run(ray_ranks.ModelSpec.of_module(demo), noise, cond, uncond, DEMO_CONFIG, ParallelPlan())
+    assert relative_error(out, sample(demo, noise, cond, uncond, DEMO_CONFIG)) < PARALLEL_TOL
 
 
 def test_without_ray_the_error_says_how_to_install_it(monkeypatch):
