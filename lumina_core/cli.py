@@ -8,6 +8,7 @@ Every argument is checked before any model loads.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import replace
@@ -19,6 +20,7 @@ import torch
 from .cache import MAX_THRESHOLD, StepCache
 from .precision import AUTO, DTYPES, resolve_dtype
 from .sampling import OFFICIAL_PRESETS, SampleConfig
+from .schedule import value_at
 
 if TYPE_CHECKING:
     from .pipeline import VideoRequest
@@ -73,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also write a draft video as soon as the first (coarse) stage ends: the predicted clean "
                           "video at a quarter of the width and height, written before the final one (which it never "
                           "changes)")
+    gen.add_argument("--parallel", metavar="PLAN",
+                     help="split the generation across the processes torchrun starts (torchrun --nproc-per-node N -m "
+                          "lumina_core generate ... --parallel PLAN): cfg=2,ulysses=2 style degrees whose product is N "
+                          "(cfg: positive and negative rows on their own processes; ulysses, ring: the tokens split), "
+                          "or auto; rank 0 writes the files. Not with --cache or --time-budget")
     return parser
 
 
@@ -159,10 +166,50 @@ def plan(args) -> tuple[SampleConfig, "VideoRequest", float, StepCache | None]:
         raise UsageError(f"--fps {fps} must be positive, e.g. 8, 16 or 24")
     if args.time_budget is not None and not args.time_budget > 0:
         raise UsageError(f"--time-budget {args.time_budget} must be a positive number of seconds, e.g. 30")
+    if args.parallel is not None:
+        check_parallel_args(args)
     request = VideoRequest(prompt=args.prompt, negative_prompt=args.negative_prompt, width=width, height=height,
                            frames=frames, seed=args.seed)
     check_video_size(width, height, frames, config)
     return config, request, fps, cache
+
+
+def check_parallel_args(args) -> None:
+    """--parallel's syntax and the flags it cannot go with (the degrees are checked against the launched
+    processes and the model's heads once the model is loaded)."""
+    from .parallel import ParallelPlan
+
+    for flag, value in (("--cache", args.cache or None), ("--time-budget", args.time_budget)):
+        if value is not None:
+            raise UsageError(f"{flag} does not work with --parallel (it predicts or times single-process calls); "
+                             f"drop {flag} or --parallel")
+    try:
+        ParallelPlan.parse(args.parallel, world_size=1)
+    except ValueError as error:
+        raise UsageError(f"--parallel: {error}") from None
+
+
+def start_parallel(args, model, config: SampleConfig):
+    """(plan, rank, world size) of a --parallel run: joins torchrun's process group when there is one (else
+    a world of 1) and checks the plan against it and the model."""
+    from .parallel import TORCHRUN_ENV, ParallelPlan, check_plan, init_process_group
+
+    rank, world_size = init_process_group() if all(name in os.environ for name in TORCHRUN_ENV) else (0, 1)
+    guided = any(float(value_at(config.cfg, t)) > 0 for _, t, _, _ in config.plan())
+    try:
+        plan = ParallelPlan.parse(args.parallel, world_size, model.config.n_heads, guided=guided)
+        check_plan(plan, model.config, world_size)
+    except ValueError as error:
+        raise UsageError(f"--parallel: {error}") from None
+    return plan, rank, world_size
+
+
+def device_of(args) -> torch.device:
+    """--device; with --parallel under torchrun, CUDA means this process's GPU (LOCAL_RANK)."""
+    device = torch.device(args.device)
+    if args.parallel is not None and device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return device
 
 
 def load_components(args):
@@ -172,7 +219,7 @@ def load_components(args):
     from .vae import load_vae
 
     dtypes = {part: DTYPES[name] for part, name in component_dtypes(args).items()}
-    device = torch.device(args.device)
+    device = device_of(args)
     if args.model is None:
         if not DEMO_IS_TRAINED:
             print("note: the demo models are untrained random weights (no trained demo ships yet): "
@@ -202,7 +249,26 @@ def fit_time_budget(args, model, captions, request: "VideoRequest", config: Samp
     return fitted.config
 
 
-def generate(args) -> Path:
+def sample_parallel(model, captions, request: "VideoRequest", config: SampleConfig, parallel, callback):
+    """The request sampled by every process of a --parallel run; each logs its share and its seconds."""
+    import torch.distributed as dist
+
+    from .parallel import parallel_sample, rank_share
+    from .pipeline import initial_noise, latent_shape
+
+    plan, rank, world_size = parallel
+    began = time.perf_counter()
+    noise = initial_noise(request).to(next(model.parameters()).device)
+    latents = parallel_sample(model, noise, *captions, config, plan, callback=callback)
+    print(f"{rank_share(plan, rank, latent_shape(request), config)}; sampled in {time.perf_counter() - began:.2f} s",
+          file=sys.stderr, flush=True)
+    if world_size > 1:
+        dist.destroy_process_group()
+    return latents
+
+
+def generate(args) -> Path | None:
+    """Make the video; returns its path (None on the other processes of a --parallel run)."""
     from tqdm import tqdm
 
     from .draft import DRAFT_SCALE, FirstStageDraft, decode_draft
@@ -216,6 +282,8 @@ def generate(args) -> Path:
     start = time.perf_counter()
     model, text_model, tokenizer, vae = load_components(args)
     check_request(model, request, config)
+    parallel = start_parallel(args, model, config) if args.parallel is not None else None
+    rank = 0 if parallel is None else parallel[1]
     captions = encode_request(model, text_model, tokenizer, request)
     if args.time_budget is not None:
         config = fit_time_budget(args, model, captions, request, config)
@@ -233,15 +301,20 @@ def generate(args) -> Path:
         print(f"note: no --draft: the schedule has {len(config.stages)} stage(s) and the first makes the final "
               "video (a draft needs a coarse stage before the last)", file=sys.stderr)
     sampling_start = time.perf_counter()
-    with tqdm(total=len(config.plan()), desc="sampling", unit="step") as bar:
+    with tqdm(total=len(config.plan()), desc="sampling", unit="step", disable=rank != 0) as bar:
         def progress(info):
             if draft is not None:
                 draft(info)
             bar.set_postfix_str(f"t={info['t']:.3f} patch {info['f_patch_size']}x{info['patch_size']}")
             bar.update(1)
 
-        latents = sample_request(model, captions, request, config, callback=progress, cache=cache)
+        if parallel is None:
+            latents = sample_request(model, captions, request, config, callback=progress, cache=cache)
+        else:
+            latents = sample_parallel(model, captions, request, config, parallel, progress if rank == 0 else None)
     sampling = time.perf_counter() - sampling_start - sum(draft_seconds)
+    if rank != 0:
+        return None
     if cache is not None:
         print(f"step cache (threshold {cache.threshold}): {cache.summary()}", file=sys.stderr)
     frames = decode_frames(vae, latents)

@@ -52,6 +52,9 @@ def no_model_loads(monkeypatch):
     (["--fps", "0"], "--fps 0.0 must be positive"),
     (["--model", "missing.safetensors"], "--model missing.safetensors does not exist"),
     (["--cache", "-1"], r"--cache -1.0 is outside \[0, 2.0\]; use 0 \(off\) or a threshold such as 0.2"),
+    (["--parallel", "cfg=4"], "--parallel: parallel degree cfg=4 is not 1 or 2"),
+    (["--parallel", "ulysses=two"], "--parallel: parallel plan 'ulysses=two': ulysses='two' is not a whole number"),
+    (["--parallel", "auto", "--cache", "0.2"], "--cache does not work with --parallel"),
 ])
 def test_bad_values_fail_fast_with_a_clear_message(tmp_path, capsys, no_model_loads, extra, message):
     with pytest.raises(SystemExit) as exit_info:
