@@ -9,8 +9,8 @@ tensors, dicts of numbers and strings.
 
 from __future__ import annotations
 
+import os
 import socket
-from datetime import timedelta
 from typing import Optional
 
 import torch
@@ -47,11 +47,7 @@ class RankWorker:
 
     def __init__(self, rank: int, world_size: int, device: str):
         self.rank, self.world_size = rank, world_size
-        if device == "cuda":
-            torch.cuda.set_device(0)  # Ray shows each actor its one GPU as cuda:0
-            self.device = torch.device("cuda", 0)
-        else:
-            self.device = torch.device("cpu")
+        self.device = torch.device("cuda", 0) if device == "cuda" else torch.device("cpu")
         self.model = None
         self.model_key: Optional[str] = None
 
@@ -65,10 +61,14 @@ class RankWorker:
         return ray.util.get_node_ip_address(), port
 
     def join(self, address: str, port: int, timeout_s: float) -> None:
-        """Join the default process group (gloo on CPU, nccl on CUDA) and check it with one all-reduce."""
-        backend = "nccl" if self.device.type == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend, init_method=f"tcp://{address}:{port}", rank=self.rank,
-                                             world_size=self.world_size, timeout=timedelta(seconds=timeout_s))
+        """Join the default process group as torchrun's processes do (lumina_core.parallel.init_process_group: gloo
+        on CPU, nccl on CUDA, collectives and subgroups bounded by ``timeout_s``) and check it with one
+        all-reduce."""
+        from lumina_core.parallel import init_process_group
+
+        os.environ.update(RANK=str(self.rank), WORLD_SIZE=str(self.world_size), LOCAL_RANK="0", MASTER_ADDR=address,
+                          MASTER_PORT=str(port))  # LOCAL_RANK 0: Ray shows the actor its one GPU as cuda:0
+        init_process_group("nccl" if self.device.type == "cuda" else "gloo", timeout_s)
         probe = torch.ones(1, device=self.device)
         torch.distributed.all_reduce(probe)
         if int(probe.item()) != self.world_size:
