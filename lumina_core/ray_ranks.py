@@ -32,7 +32,7 @@ DEFAULT_TIMEOUT_S = 600.0
 ranks hung, shuts them down and raises."""
 POLL_S = 0.05  # how often the driver relays steps and checks for a stop request while the ranks sample
 STOP_GRACE_S = 10.0  # how long ranks may take to finish after one of them failed, before the pool is torn down
-MIN_OBJECT_STORE = 128 << 20  # a local Ray's shared memory: this, or twice the model when that is more
+MIN_OBJECT_STORE = 128 << 20  # a local Ray's shared memory at least (the node asks for this plus the weights)
 WORKER_ENV = {"py_modules": [str(Path(__file__).resolve().parent)], "excludes": ["demo_models", "__pycache__"]}
 """The job's runtime environment: this package on the workers' path as the top-level ``lumina_core`` (ray_worker
 imports it so), without the demo weights. Ray takes a local folder only at ``ray.init``."""
@@ -260,9 +260,10 @@ class RankPool:
 
     def shutdown(self) -> None:
         """Kill the actors (their process group ends with them); the pool cannot run again."""
-        for actor in [*self.workers, self.relay]:
-            with contextlib.suppress(Exception):  # already dead, or Ray itself is gone at exit
-                self.ray.kill(actor)
+        if self.ray.is_initialized():  # else Ray shut down first (its own atexit) and took the actors with it
+            for actor in [*self.workers, self.relay]:
+                with contextlib.suppress(self.ray.exceptions.RayError, ValueError):  # already dead
+                    self.ray.kill(actor)
         self.workers, self.model_key = [], None
 
 

@@ -84,8 +84,8 @@ def run_on_ranks(model_patcher, positive: list, negative: list, noise: torch.Ten
     if device == "cuda":  # the ranks need the GPUs' memory more than this process's cached models do
         comfy.model_management.unload_all_models()
         comfy.model_management.soft_empty_cache()
-    store = 2 * sum(t.numel() * t.element_size() for t in network.state_dict().values())
-    pool = ray_ranks.rank_pool(ranks, device, object_store_bytes=store)
+    weight_bytes = sum(t.numel() * t.element_size() for t in network.state_dict().values())
+    pool = ray_ranks.rank_pool(ranks, device, object_store_bytes=ray_ranks.MIN_OBJECT_STORE + weight_bytes)
     progress = comfy.utils.ProgressBar(len(config.plan()))
 
     def on_progress(info: dict) -> None:

@@ -2,8 +2,10 @@
 the parity config, one pool kept across runs (same actors, model sent once), stop requests, a killed rank. One local
 Ray session for the module; Ray is a dev requirement, so CI runs these (a developer without it gets a skip)."""
 
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,6 +28,7 @@ PARALLEL_TOL = 1e-5
 """2 ranks vs one process (fp32, CPU): the same model calls on the same numbers, except that a rank runs one row of
 the guided pair, or one half of the tokens with attention merged across ranks, which sums in another order
 (measured below 1e-6)."""
+ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 120.0  # hang guard for a loaded 2-core machine, not a speed check
 # Three patch pairs (two switches) and cfg truncated to 0 at t = 0.7: guided calls split by cfg rows, unguided ones
 # by tokens.
@@ -165,6 +168,25 @@ def test_another_world_size_replaces_the_pool(demo, pool):
     noise, cond, uncond = inputs(demo, (1, 16, 2, 8, 8))
     out = single.run(ray_ranks.ModelSpec.of_module(demo), noise, cond, uncond, DEMO_CONFIG, ParallelPlan())
     assert relative_error(out, sample(demo, noise, cond, uncond, DEMO_CONFIG)) < PARALLEL_TOL
+
+
+def test_the_ranks_stop_when_the_driver_exits():
+    """A server's run: the pool made on a worker thread (as ComfyUI's executor does), then the process exits."""
+    code = ("import os, threading\n"
+            "from lumina_core import ray_ranks\n"
+            "def start():\n"
+            "    pool = ray_ranks.rank_pool(1, 'cpu')\n"
+            "    print(pool.ray.get(pool.workers[0].__ray_call__.remote(lambda worker: os.getpid())), flush=True)\n"
+            "thread = threading.Thread(target=start)\n"
+            "thread.start()\n"
+            "thread.join()\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                            check=True)
+    pid = int(result.stdout.split()[-1])
+    deadline = time.monotonic() + TIMEOUT_S  # hang guard: Ray may take a moment to reap its workers
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not Path(f"/proc/{pid}").exists(), f"rank actor {pid} outlived its driver"
 
 
 def test_without_ray_the_error_says_how_to_install_it(monkeypatch):
