@@ -106,11 +106,15 @@ class RankWorker:
                 event = {name: info[name] for name in ("step", "t", "t_next", "index", "total", "patch_size",
                                                        "f_patch_size")}
                 event.update(run=run, x=preview_rows(info["x"]), velocity=preview_rows(info["velocity"]))
-                ray.get(relay.push.remote(event))  # waited for: the driver has every event once the run ends
+                relay.push.remote(event)  # not waited for: the next should_stop() answers after it
 
             def should_stop() -> bool:
+                # One caller's calls to an actor run in order, so the answer also means every push has landed.
                 return ray.get(relay.stopped.remote(run))
 
         out = parallel_sample(self.model, noise.to(self.device), move(cond), move(uncond), config,
                               ParallelPlan(**plan), callback=callback, should_stop=should_stop)
-        return out.float().cpu() if self.rank == 0 else None
+        if self.rank != 0:
+            return None
+        should_stop()  # the last step's push has landed before the driver sees the result
+        return out.float().cpu()
