@@ -15,6 +15,7 @@ from .loaders import (
     LuminaVideoVAELoader,
 )
 from .motion import LuminaVideoMotionConditioning, LuminaVideoMotionScore, LuminaVideoMotionScoreFromVideo
+from .ray_sampler import LuminaVideoRaySampler
 from .sampler import LuminaVideoSampler, LuminaVideoStageSampler
 from .schedule import (
     LuminaVideoScheduleJSON,
@@ -40,6 +41,7 @@ NODES: list[type[io.ComfyNode]] = [
     LuminaVideoEmptyLatentVideo,
     LuminaVideoSampler,
     LuminaVideoStageSampler,
+    LuminaVideoRaySampler,
     LuminaVideoModelSchedule,
     LuminaVideoSigmas,
     LuminaVideoGuider,

@@ -2,13 +2,16 @@
 node, a prompt built from the built-in demo entries runs to saved files, a second run reuses the
 loaded models, and an interrupt stops a long sampling run while the server keeps serving."""
 
+import importlib.util
 import re
 import time
 
 import av
+import numpy as np
 import pytest
 from comfy_host import (
     DEMO,
+    IN_CI,
     LINK_NAME,
     RUN_TIMEOUT_S,
     assert_success,
@@ -27,7 +30,7 @@ NODE_IDS = {
     "LuminaVideoScheduleJSON", "LuminaVideoScheduleStage", "LuminaVideoEmptyLatentVideo", "LuminaVideoSampler",
     "LuminaVideoStageSampler", "LuminaVideoVAEDecode", "LuminaVideoMotionConditioning", "LuminaVideoModelSchedule",
     "LuminaVideoSigmas", "LuminaVideoGuider", "LuminaVideoVAEEncode", "LuminaVideoTextEncodeCLIP",
-    "LuminaVideoStepCache", "LuminaVideoScheduleForTimeBudget",
+    "LuminaVideoStepCache", "LuminaVideoScheduleForTimeBudget", "LuminaVideoRaySampler",
 }
 
 
@@ -157,6 +160,48 @@ def test_interrupt_stops_a_long_run_and_the_server_keeps_serving(server):
     assert entry["status"]["status_str"] == "error"
     assert messages(entry)["execution_interrupted"]["node_type"] == "LuminaVideoSampler"
     assert_success(server.wait(server.queue(demo_prompt(seed=4))))
+
+
+def ray_prompt(seed: int, **sizes) -> dict:
+    """demo_prompt with its sampler on 2 Ray ranks (CPU)."""
+    prompt = demo_prompt(seed, **sizes)
+    prompt["7"] = {"class_type": "LuminaVideoRaySampler",
+                   "inputs": {**prompt["7"]["inputs"], "ranks": 2, "parallel": "auto", "device": "cpu"}}
+    return prompt
+
+
+def saved_frames(server, entry) -> np.ndarray:
+    images = entry["outputs"]["10"]["images"]
+    with av.open(str(server.base / "output" / images[0]["subfolder"] / images[0]["filename"])) as container:
+        return next(container.decode(video=0)).to_ndarray(format="rgb24").astype(int)
+
+
+@pytest.fixture
+def ray_installed():
+    if importlib.util.find_spec("ray") is None:
+        if IN_CI:
+            pytest.fail("CI is set but ray is not installed (requirements-dev.txt)", pytrace=False)
+        pytest.skip("ray is not installed (pip install -r requirements-dev.txt)")
+
+
+def test_ray_sampler_runs_in_the_server_and_cancel_stops_it(server, ray_installed):
+    """Ray started from ComfyUI's executor thread, its workers import the pack's core: the Sampler's frames (the
+    latents agree to ~1e-6, so an 8-bit pixel may round the other way); then Cancel during a long run."""
+    expected = server.wait(server.queue(demo_prompt(seed=5)))
+    entry = server.wait(server.queue(ray_prompt(seed=5)))
+    assert_success(entry)
+    assert np.abs(saved_frames(server, entry) - saved_frames(server, expected)).max() <= 1
+    prompt_id = server.queue(ray_prompt(seed=6, steps=1000))
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while not any(item[1] == prompt_id for item in server.get("/queue")["queue_running"]):
+        assert time.monotonic() < deadline, "the long prompt never started"
+        time.sleep(0.1)
+    time.sleep(2.0)  # the ranks are stepping by now
+    server.post("/interrupt", {"prompt_id": prompt_id})
+    entry = server.wait(prompt_id, timeout=120)  # generous: a bound on a hang, not a speed check
+    assert entry["status"]["status_str"] == "error"
+    assert messages(entry)["execution_interrupted"]["node_type"] == "LuminaVideoRaySampler"
+    assert_success(server.wait(server.queue(ray_prompt(seed=7))))  # the ranks still serve
 
 
 def test_missing_model_files_are_named_with_their_folder_on_queue(server):
