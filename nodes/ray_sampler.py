@@ -16,11 +16,10 @@ from ..lumina_core.parallel import ParallelPlan, check_plan
 from ..lumina_core.sampling import SampleConfig, check_runnable, seeded_noise
 from ..lumina_core.schedule import value_at
 from ..lumina_core.sizes import check_latent_video_size
-from ..lumina_core.vae import SCALING_FACTOR
 from . import io_types
 from .cache import attached_cache
 from .native import LuminaVideoDiT, lumina_video_model
-from .sampler import STAGE_END, TOOLTIPS, caption_rows, preview, with_conditioning_motion
+from .sampler import TOOLTIPS, caption_rows, preview, stage_output, with_conditioning_motion
 
 PREFIX = "diffusion_model."
 _model_keys: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -97,9 +96,7 @@ def run_on_ranks(model_patcher, positive: list, negative: list, noise: torch.Ten
     except InterruptedError:
         comfy.model_management.throw_exception_if_processing_interrupted()  # ComfyUI's own interrupt
         raise
-    out = out.to(comfy.model_management.intermediate_device())
-    end = {"t": config.stages[-1].t_end, "steps": config.steps, "shift": config.shift, "latent": out}
-    return {"samples": out / SCALING_FACTOR, STAGE_END: end}
+    return stage_output(out, config)
 
 
 class LuminaVideoRaySampler(io.ComfyNode):

@@ -166,6 +166,12 @@ def run(model_patcher, positive: list, negative: list, x: torch.Tensor, config: 
                  tuple(t.to(device) for t in uncond), config, callback=callback, cache=cache)
     if cache is not None:
         log_summary(cache)
+    return stage_output(out, config)
+
+
+def stage_output(out: torch.Tensor, config: SampleConfig) -> dict:
+    """The LATENT a sampler returns: the raw VAE latent, plus the model-space latent and where on the
+    schedule it ends (STAGE_END), from which a Stage Sampler continues bit for bit."""
     out = out.to(comfy.model_management.intermediate_device())
     end = {"t": config.stages[-1].t_end, "steps": config.steps, "shift": config.shift, "latent": out}
     return {"samples": out / SCALING_FACTOR, STAGE_END: end}
