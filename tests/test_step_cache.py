@@ -116,9 +116,11 @@ def test_bad_settings_are_refused(settings, message):
 # -- in the sampler -------------------------------------------------------------------------------------------
 SCHEDULE = SampleConfig.from_official({"P": ["2x2", [0.1, "1x2"], [0.4, "1x1"]], "step": 40, "ts": 3.0,
                                        "renorm": -1, "cfg": [4.0, [0.6, 0.0]], "motion": 6.0, "negMotion": 2.0})
-CACHED_TOL = 0.025
-"""Max relative error of the demo model's latent at threshold 0.3 (16 of 39 calls skipped) against the uncached
-run: measured 0.015; reusing the last output without the slope gives 0.030, a slope of the wrong sign 0.065."""
+CACHED_TOL = 0.05
+"""Max relative error of the demo model's latent at threshold 0.3 against the uncached run. Measured with the
+shipped demo (DiT step 14000): 0.034; reusing the last output without the slope 0.030, a slope of the wrong sign
+0.091 (with the previous demo: 0.015 / 0.030 / 0.065). So this bound catches a wrong-sign extrapolation, not the
+absence of the slope, which on this model and schedule is no worse (benchmarks/bench_cache.py compares them)."""
 
 
 @pytest.fixture(scope="module")
