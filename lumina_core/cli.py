@@ -20,7 +20,6 @@ import torch
 from .cache import MAX_THRESHOLD, StepCache
 from .precision import AUTO, DTYPES, resolve_dtype
 from .sampling import OFFICIAL_PRESETS, SampleConfig
-from .schedule import value_at
 
 if TYPE_CHECKING:
     from .pipeline import VideoRequest
@@ -195,9 +194,8 @@ def start_parallel(args, model, config: SampleConfig):
     from .parallel import TORCHRUN_ENV, ParallelPlan, check_plan, init_process_group
 
     rank, world_size = init_process_group() if all(name in os.environ for name in TORCHRUN_ENV) else (0, 1)
-    guided = any(float(value_at(config.cfg, t)) > 0 for _, t, _, _ in config.plan())
     try:
-        plan = ParallelPlan.parse(args.parallel, world_size, model.config.n_heads, guided=guided)
+        plan = ParallelPlan.parse(args.parallel, world_size, model.config.n_heads, guided=config.guided)
         check_plan(plan, model.config, world_size)
     except ValueError as error:
         raise UsageError(f"--parallel: {error}") from None

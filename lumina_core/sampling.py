@@ -128,6 +128,11 @@ class SampleConfig:
         """One config per stage; running them in order equals running this one."""
         return [replace(self, stages=(stage,)) for stage in self.stages]
 
+    @property
+    def guided(self) -> bool:
+        """True when some model call of this config runs with cfg > 0 (it then needs a negative caption)."""
+        return any(value_at(self.cfg, t) > 0 for _, t, _, _ in self.plan())
+
     def plan(self) -> list[tuple[int, float, float, Stage]]:
         """(grid index, t, t_next, stage) of every model call this config makes, in order."""
         grid = self.grid().tolist()
@@ -230,7 +235,7 @@ def check_sample_inputs(model, noise: torch.Tensor, cond: Caption, uncond: Optio
     check_runnable(model, noise.shape, config)
     if cond[0].shape[0] != noise.shape[0]:
         raise ValueError(f"{cond[0].shape[0]} positive caption rows for a batch of {noise.shape[0]} latents")
-    if uncond is None and any(value_at(config.cfg, t) > 0 for _, t, _, _ in config.plan()):
+    if uncond is None and config.guided:
         raise ValueError("cfg > 0 needs a negative caption (uncond); pass one or set cfg to 0")
     if uncond is not None and uncond[0].shape[0] != noise.shape[0]:
         raise ValueError(f"{uncond[0].shape[0]} negative caption rows for a batch of {noise.shape[0]} latents")

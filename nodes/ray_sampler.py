@@ -13,13 +13,11 @@ from comfy_api.latest import io
 
 from ..lumina_core import ray_ranks
 from ..lumina_core.parallel import ParallelPlan, check_plan
-from ..lumina_core.sampling import SampleConfig, check_runnable, seeded_noise
-from ..lumina_core.schedule import value_at
-from ..lumina_core.sizes import check_latent_video_size
+from ..lumina_core.sampling import SampleConfig, seeded_noise
 from . import io_types
 from .cache import attached_cache
-from .native import LuminaVideoDiT, lumina_video_model
-from .sampler import TOOLTIPS, caption_rows, preview, stage_output, with_conditioning_motion
+from .native import LuminaVideoDiT
+from .sampler import TOOLTIPS, prepare, preview, stage_output
 
 PREFIX = "diffusion_model."
 _model_keys: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -51,10 +49,6 @@ def model_spec(model_patcher, network: LuminaVideoDiT) -> ray_ranks.ModelSpec:
     return spec
 
 
-def guided(config: SampleConfig) -> bool:
-    return any(value_at(config.cfg, t) > 0 for _, t, _, _ in config.plan())
-
-
 def run_on_ranks(model_patcher, positive: list, negative: list, noise: torch.Tensor, config: SampleConfig,
                  ranks: int, parallel: str, device: str) -> dict:
     """Sample ``noise`` through ``config`` on ``ranks`` Ray actors with ``parallel_sample``; the LATENT dict, as the
@@ -64,17 +58,11 @@ def run_on_ranks(model_patcher, positive: list, negative: list, noise: torch.Ten
         raise ValueError(f"device {device!r} is unknown; use one of {', '.join(ray_ranks.DEVICES)}")
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device is cuda but this ComfyUI sees no CUDA GPU; choose device cpu")
-    check_latent_video_size(noise.shape, config)
-    network = lumina_video_model(model_patcher)
-    check_runnable(network, noise.shape, config)
+    network, cond, uncond, config = prepare(model_patcher, positive, negative, noise, config)
     if attached_cache(model_patcher) is not None:
         raise ValueError("the MODEL carries a Lumina-Video Step Cache, which the Ray sampler does not run; remove "
                          "the Step Cache node or use the Lumina-Video Sampler")
-    width = network.config.cap_feat_dim
-    cond = caption_rows(positive, noise.shape[0], width, "positive")
-    uncond = caption_rows(negative, noise.shape[0], width, "negative")
-    config = with_conditioning_motion(config, positive, negative)
-    plan = ParallelPlan.parse(parallel, ranks, network.config.n_heads, guided(config))
+    plan = ParallelPlan.parse(parallel, ranks, network.config.n_heads, config.guided)
     if plan.world_size != ranks:
         raise ValueError(f"parallel {parallel!r} needs {plan.world_size} ranks (cfg x ulysses x ring) but ranks is "
                          f"{ranks}; set ranks to {plan.world_size}, or give degrees whose product is {ranks} (or auto)")

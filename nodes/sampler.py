@@ -138,18 +138,24 @@ def drafter(model_patcher, vae, config: SampleConfig):
     return FirstStageDraft(config, show)
 
 
-def run(model_patcher, positive: list, negative: list, x: torch.Tensor, config: SampleConfig,
-        draft_vae=None) -> dict:
-    """Sample ``x`` (the latent at the schedule's start, in the model's scaled space) through ``config`` with
-    lumina_core's sampler (the exact path); returns the LATENT dict. With ``draft_vae``, the first stage's
-    predicted clean video is decoded small and sent to the page while the later stages run."""
-    check_latent_video_size(x.shape, config)  # the command line's size rule, before anything touches the model
+def prepare(model_patcher, positive: list, negative: list, x: torch.Tensor, config: SampleConfig):
+    """What every sampler node checks and gathers before sampling ``x``: (network, cond, uncond, config with the
+    conditioning's motion values). Size and patch errors come before anything touches the model."""
+    check_latent_video_size(x.shape, config)  # the command line's size rule
     network = lumina_video_model(model_patcher)
     check_runnable(network, x.shape, config)
     width = network.config.cap_feat_dim
     cond = caption_rows(positive, x.shape[0], width, "positive")
     uncond = caption_rows(negative, x.shape[0], width, "negative")
-    config = with_conditioning_motion(config, positive, negative)
+    return network, cond, uncond, with_conditioning_motion(config, positive, negative)
+
+
+def run(model_patcher, positive: list, negative: list, x: torch.Tensor, config: SampleConfig,
+        draft_vae=None) -> dict:
+    """Sample ``x`` (the latent at the schedule's start, in the model's scaled space) through ``config`` with
+    lumina_core's sampler (the exact path); returns the LATENT dict. With ``draft_vae``, the first stage's
+    predicted clean video is decoded small and sent to the page while the later stages run."""
+    network, cond, uncond, config = prepare(model_patcher, positive, negative, x, config)
     comfy.model_management.load_models_gpu([model_patcher])  # patches (LoRA) applied, partly loaded if memory asks
     device = model_patcher.load_device
     progress = comfy.utils.ProgressBar(len(config.plan()))
