@@ -103,29 +103,36 @@ def paper_table() -> str:
     return "\n".join(lines)
 
 
-def measure() -> str:
-    """Wall-time ratios on this CPU with the demo model and the demo schedule (64x64, 16 frames)."""
+def demo_inputs():
+    """The demo model, the demo schedule and fixed inputs (64x64, 16 frames) every measured run uses."""
     from lumina_core.demo import DEMO_SCHEDULE, build_transformer
-    from lumina_core.parallel import parallel_sample
-    from lumina_core.sampling import sample, seeded_noise
+    from lumina_core.sampling import seeded_noise
 
-    model = build_transformer().eval()
-    config = SampleConfig.from_official(DEMO_SCHEDULE)
-    noise = seeded_noise((1, 16, 4, 8, 8), 0)
     gen = torch.Generator().manual_seed(0)
     cond = (torch.randn(1, 8, 64, generator=gen), torch.ones(1, 8, dtype=torch.long))
     uncond = (torch.randn(1, 8, 64, generator=gen), torch.ones(1, 8, dtype=torch.long))
+    return (build_transformer().eval(), seeded_noise((1, 16, 4, 8, 8), 0), cond, uncond,
+            SampleConfig.from_official(DEMO_SCHEDULE))
 
-    def best(run, repeats=3):
-        times = []
-        for _ in range(repeats):
-            began = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - began)
-        return min(times)
 
-    plain = best(lambda: sample(model, noise, cond, uncond, config))
-    degree_one = best(lambda: parallel_sample(model, noise, cond, uncond, config, ParallelPlan()))
+def best_seconds(run, repeats=3) -> float:
+    """The shortest of ``repeats`` wall times of ``run()``."""
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - began)
+    return min(times)
+
+
+def measure() -> str:
+    """Wall-time ratios on this CPU with the demo model and the demo schedule (64x64, 16 frames)."""
+    from lumina_core.parallel import parallel_sample
+    from lumina_core.sampling import sample
+
+    model, noise, cond, uncond, config = demo_inputs()
+    plain = best_seconds(lambda: sample(model, noise, cond, uncond, config))
+    degree_one = best_seconds(lambda: parallel_sample(model, noise, cond, uncond, config, ParallelPlan()))
     lines = [f"sample: {plain:.3f} s; parallel_sample at degree 1: {degree_one / plain:.3f} x"]
     for text in ("cfg=2", "ulysses=2", "ring=2"):
         result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
@@ -137,25 +144,14 @@ def measure() -> str:
 
 def worker(text: str) -> None:
     """One rank of a measured 2-process run: prints the best of 3 sampling times on rank 0."""
-    from lumina_core.demo import DEMO_SCHEDULE, build_transformer
     from lumina_core.parallel import init_process_group, parallel_sample
-    from lumina_core.sampling import seeded_noise
 
     rank, world_size = init_process_group()
-    model = build_transformer().eval()
-    config = SampleConfig.from_official(DEMO_SCHEDULE)
-    noise = seeded_noise((1, 16, 4, 8, 8), 0)
-    gen = torch.Generator().manual_seed(0)
-    cond = (torch.randn(1, 8, 64, generator=gen), torch.ones(1, 8, dtype=torch.long))
-    uncond = (torch.randn(1, 8, 64, generator=gen), torch.ones(1, 8, dtype=torch.long))
+    model, noise, cond, uncond, config = demo_inputs()
     plan = ParallelPlan.parse(text, world_size)
-    times = []
-    for _ in range(3):
-        began = time.perf_counter()
-        parallel_sample(model, noise, cond, uncond, config, plan)
-        times.append(time.perf_counter() - began)
+    seconds = best_seconds(lambda: parallel_sample(model, noise, cond, uncond, config, plan))
     if rank == 0:
-        print(min(times))
+        print(seconds)
 
 
 def main():
