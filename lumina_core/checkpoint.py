@@ -16,9 +16,9 @@ file is a CheckpointError naming the tensor and the problem.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
-import math
 import os
 import pickle
 import re
@@ -50,6 +50,7 @@ SAFETENSORS_DTYPES = {
     "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
 }
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # as in the safetensors library
+MAX_TENSOR_RANK = 8  # no weight of any model this loader reads has more dimensions
 DAMAGED = "the file is damaged; download or copy it again"
 
 
@@ -68,6 +69,20 @@ def _is_index(value) -> bool:
     return type(value) is int and 0 <= value < 2**63
 
 
+def _byte_count(shape: list, itemsize: int, limit: int) -> Optional[int]:
+    """Bytes of a tensor of ``shape``, or None when they pass ``limit`` (the bytes its offsets hold). Multiplied step
+    by step and checked at each step, as the safetensors library does against overflow, so a crafted shape never
+    builds a huge number."""
+    if 0 in shape:
+        return 0
+    nbytes = itemsize
+    for size in shape:
+        nbytes *= size
+        if nbytes > limit:
+            return None
+    return nbytes
+
+
 def _tensor_span(path: Path, name: str, entry) -> tuple[int, int]:
     """(begin, end) data offsets of one header entry, checked against its dtype and shape."""
     if not isinstance(entry, dict):
@@ -77,9 +92,9 @@ def _tensor_span(path: Path, name: str, entry) -> tuple[int, int]:
     if not isinstance(dtype, str) or dtype not in SAFETENSORS_DTYPES:
         raise CheckpointError(f"{path}: tensor {name!r} has dtype {_brief(dtype)}, which this loader does not read "
                               f"(supported: {', '.join(SAFETENSORS_DTYPES)})")
-    if not isinstance(shape, list) or not all(_is_index(size) for size in shape):
-        raise CheckpointError(f"{path}: tensor {name!r} has shape {_brief(shape)}; expected a list of integers "
-                              f"from 0 to 2**63 - 1; {DAMAGED}")
+    if not isinstance(shape, list) or len(shape) > MAX_TENSOR_RANK or not all(_is_index(size) for size in shape):
+        raise CheckpointError(f"{path}: tensor {name!r} has shape {_brief(shape)}; expected a list of at most "
+                              f"{MAX_TENSOR_RANK} integers from 0 to 2**63 - 1; {DAMAGED}")
     if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_index(offset) for offset in offsets):
         raise CheckpointError(f"{path}: tensor {name!r} has data_offsets {_brief(offsets)}; expected [begin, end], "
                               f"two integers from 0 to 2**63 - 1; {DAMAGED}")
@@ -87,9 +102,10 @@ def _tensor_span(path: Path, name: str, entry) -> tuple[int, int]:
     if begin > end:
         raise CheckpointError(f"{path}: tensor {name!r} has data_offsets [{begin}, {end}]: begin is after end "
                               f"(begin must be <= end); {DAMAGED}")
-    nbytes = math.prod(shape) * SAFETENSORS_DTYPES[dtype].itemsize
+    nbytes = _byte_count(shape, SAFETENSORS_DTYPES[dtype].itemsize, end - begin)
     if end - begin != nbytes:
-        raise CheckpointError(f"{path}: tensor {name!r} is {dtype} of shape {shape} ({nbytes} bytes) but its "
+        size = f"{nbytes} bytes" if nbytes is not None else f"more than {end - begin} bytes"
+        raise CheckpointError(f"{path}: tensor {name!r} is {dtype} of shape {shape} ({size}) but its "
                               f"data_offsets [{begin}, {end}] hold {end - begin} bytes (dtype, shape and offsets "
                               f"must agree); {DAMAGED}")
     return begin, end
@@ -269,9 +285,31 @@ def _is_safetensors(path: Path) -> bool:
     return path.suffix.lower() == ".safetensors"
 
 
-def read_config(path: str | os.PathLike) -> NextDiTConfig:
-    """The architecture of a checkpoint without loading its weights."""
+def _file_signature(path: Optional[Path]) -> Optional[tuple]:
+    """What says a file changed: its resolved path, size and modification time."""
+    if path is None:
+        return None
+    stat = path.stat()
+    return str(path.resolve()), stat.st_size, stat.st_mtime_ns
+
+
+def read_config(path: str | os.PathLike, remember: bool = False) -> NextDiTConfig:
+    """The architecture of a checkpoint without loading its weights. With ``remember`` the answer is kept per file
+    (path, size and modification time), so asking again for an unchanged file reads nothing: for the page, which
+    asks for every model loader it shows on every refresh (a loader reads the file anyway)."""
     weights, args_file = resolve_weights(path)
+    if remember:
+        return _remembered_config(weights, args_file, _file_signature(weights), _file_signature(args_file))
+    return _read_config(weights, args_file)
+
+
+@functools.lru_cache(maxsize=64)
+def _remembered_config(weights: Path, args_file: Optional[Path], *signatures) -> NextDiTConfig:
+    """_read_config, kept for the last 64 files; ``signatures`` (see _file_signature) tell a changed file."""
+    return _read_config(weights, args_file)
+
+
+def _read_config(weights: Path, args_file: Optional[Path]) -> NextDiTConfig:
     if _is_safetensors(weights):
         header, metadata, _ = read_safetensors_header(weights)
         shapes = {strip_prefixes(k): tuple(v["shape"]) for k, v in header.items()}

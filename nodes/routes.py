@@ -63,7 +63,7 @@ def model_config(name: str):
     """The NextDiTConfig of a model loader entry (read from the file's header, no weights loaded)."""
     if name == DEMO:
         return demo.TRANSFORMER_CONFIG
-    return read_config(resolve("diffusion_models", name, OFFICIAL_WEIGHT_FILES))
+    return read_config(resolve("diffusion_models", name, OFFICIAL_WEIGHT_FILES), remember=True)
 
 
 def calibration(request: dict) -> Optional[CallCosts]:

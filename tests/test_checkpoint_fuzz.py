@@ -16,7 +16,8 @@ from conftest import PARITY
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from lumina_core.checkpoint import CheckpointError, load_model, read_safetensors_header
+from lumina_core import checkpoint
+from lumina_core.checkpoint import CheckpointError, load_model, read_config, read_safetensors_header
 
 ORIGINAL = PARITY / "tiny_weights.safetensors"
 
@@ -101,12 +102,43 @@ def test_offsets_past_the_file_are_refused(tmp_path, original):
     ({"shape": [96, 95]}, "is F32 of shape [96, 95] (36480 bytes) but its data_offsets"),
     ({"dtype": "F16"}, "is F16 of shape [96, 96] (18432 bytes) but its data_offsets"),
     ({"dtype": "U32"}, "has dtype 'U32', which this loader does not read"),
-    ({"shape": [96, -96]}, "has shape [96, -96]; expected a list of integers"),
+    ({"shape": [96, -96]}, "has shape [96, -96]; expected a list of at most 8 integers"),
+    # the same 96 * 96 elements in 9 dimensions: no tensor has so many, so the header is refused as it is read
+    ({"shape": [1] * 7 + [96, 96]}, "has shape [1, 1, 1, 1, 1, 1, 1, 96, 96]; expected a list of at most 8"),
+    # the product passes the 36864 bytes the offsets hold at the first dimension; multiplied no further
+    ({"shape": [2**62] * 8}, f"is F32 of shape {[2**62] * 8} (more than 36864 bytes) but its data_offsets"),
     ({"data_offsets": [0]}, "has data_offsets [0]; expected [begin, end]"),
     ({"data_offsets": None}, "has data_offsets None; expected [begin, end]"),
 ])
 def test_entry_that_disagrees_with_itself_is_refused(tmp_path, original, change, problem):
     assert f"tensor {WQ!r} {problem}" in refusal(tmp_path, edited(original, WQ, **change))
+
+
+def test_a_header_of_many_dimensions_is_refused_at_its_first_tensor(tmp_path, original):
+    """A crafted file whose shapes have 80,000 dimensions (an 800 KB header) took 31 s to refuse when their
+    products were computed whole; the rank limit refuses it before any product."""
+    header, data = split(original)
+    header[WQ] = {**header[WQ], "shape": [2**62] * 80_000}
+    path = tmp_path / "crafted.safetensors"
+    path.write_bytes(join(header, data))
+    with pytest.raises(CheckpointError, match=f"tensor {WQ!r} has shape .* expected a list of at most 8 integers"):
+        read_safetensors_header(path)
+
+
+def test_remembered_config_reads_an_unchanged_file_once(tmp_path, original, monkeypatch):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(original)
+    reads = []
+    real = checkpoint.read_safetensors_header
+    monkeypatch.setattr(checkpoint, "read_safetensors_header", lambda file: reads.append(file) or real(file))
+    first = read_config(path, remember=True)
+    assert read_config(path, remember=True) == first and len(reads) == 1
+    read_config(path)  # without remember: always reads
+    assert len(reads) == 2
+    path.write_bytes(original + b"junk")  # another size: read again (and refused)
+    with pytest.raises(CheckpointError, match="has 4 bytes after"):
+        read_config(path, remember=True)
+    assert len(reads) == 3
 
 
 def test_entry_that_is_not_an_object_is_refused(tmp_path, original):
