@@ -15,15 +15,24 @@ The cache lives in ``$LUMINA_VIDEO_CACHE_DIR``, else ``$XDG_CACHE_HOME/lumina_vi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
+import math
 import os
 import platform
 import statistics
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock
+    fcntl = None
 
 import torch
 
@@ -31,6 +40,8 @@ from .model import NextDiTConfig, check_latent_size
 from .sampling import SampleConfig, guided_velocity
 from .schedule import Stage, format_patch, value_at
 from .video_io import atomic_target
+
+log = logging.getLogger(__name__)
 
 CACHE_ENV = "LUMINA_VIDEO_CACHE_DIR"
 CACHE_FILE = "call_costs.json"
@@ -108,9 +119,29 @@ class CallCosts:
 
     @classmethod
     def from_json(cls, entry: dict) -> "CallCosts":
+        """The calibration of a cache entry; ValueError when the entry is not one (wrong types, missing fields,
+        seconds that are not finite and non-negative)."""
+        if not isinstance(entry, dict) or not isinstance(entry.get("key"), dict):
+            raise ValueError(f"cache entry {str(entry)[:80]} is not an object with a key object")
         key = dict(entry["key"])
-        key["latent"] = tuple(key["latent"])
-        return cls(CostKey(**key), dict(entry["guided"]), dict(entry["unguided"]), float(entry["measured_at"]))
+        if not all(isinstance(key.get(name), str) for name in ("model", "dtype", "device")):
+            raise ValueError("cache entry key lacks the model, dtype or device text")
+        latent, tokens = key.get("latent"), key.get("caption_tokens")
+        if not isinstance(latent, list) or not all(type(size) is int for size in latent) or type(tokens) is not int:
+            raise ValueError("cache entry key has no integer latent shape or caption length")
+        key = CostKey(key["model"], key["dtype"], key["device"], tuple(latent), tokens)
+        measured_at = entry.get("measured_at")
+        if type(measured_at) not in (int, float) or not math.isfinite(measured_at):
+            raise ValueError(f"cache entry measured_at {measured_at!r} is not a finite number")
+        return cls(key, _seconds_table(entry.get("guided")), _seconds_table(entry.get("unguided")), float(measured_at))
+
+
+def _seconds_table(table) -> dict[str, float]:
+    """A cache entry's {"FxP": seconds}, checked: finite, non-negative numbers."""
+    if not isinstance(table, dict) or not all(type(seconds) in (int, float) and math.isfinite(seconds)
+                                              and seconds >= 0 for seconds in table.values()):
+        raise ValueError(f"cache entry seconds {str(table)[:80]} are not finite non-negative numbers per patch pair")
+    return {str(patch): float(seconds) for patch, seconds in table.items()}
 
 
 @dataclass(frozen=True)
@@ -204,24 +235,55 @@ def calibrate(model, latent_shape: Sequence[int], caption_tokens: int, device: t
 
 # -- the cache file -------------------------------------------------------------------------------
 def load_cache(path: Optional[Path] = None) -> list[CallCosts]:
-    """Every calibration in the cache file (none when it is missing or unreadable: it is only a cache)."""
+    """Every calibration in the cache file. It is only a cache: a missing or unreadable file, one of another
+    version or shape (a list, null, text...) holds none, and a damaged entry is left out; the next store rewrites
+    the file whole."""
     path = path or cache_path()
     try:
         data = json.loads(path.read_text())
-        if data.get("version") != CACHE_VERSION:
-            return []
-        return [CallCosts.from_json(entry) for entry in data["entries"]]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return []
+    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION or not isinstance(data.get("entries"), list):
+        return []
+    entries = []
+    for entry in data["entries"]:
+        try:
+            entries.append(CallCosts.from_json(entry))
+        except ValueError:
+            continue
+    return entries
 
 
-def store(costs: CallCosts, path: Optional[Path] = None) -> Path:
-    """Add (or replace) a calibration in the cache file; written whole to a temporary file, then renamed."""
+@contextlib.contextmanager
+def _writer_lock(path: Path) -> Iterator[None]:
+    """Hold the cache's lock file (``path`` + ".lock") while a writer reads, adds and renames, so two runs that
+    calibrate at once (two ComfyUI servers, a server and the command line) both keep their entries. Where the
+    platform has no file locks, writers only race as before (each write stays whole: temporary file + rename)."""
+    with _THREAD_LOCK, open(path.with_name(path.name + ".lock"), "a") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+_THREAD_LOCK = threading.Lock()  # flock is per open file; this also orders the threads of one process
+
+
+def store(costs: CallCosts, path: Optional[Path] = None) -> Optional[Path]:
+    """Add (or replace) a calibration in the cache file; written whole to a temporary file, then renamed. A cache
+    that cannot be written (a read-only folder, a full disk) is a warning, not an error: the calibration is still
+    used for this run. Returns the file, or None when it was not written."""
     path = path or cache_path()
-    entries = [entry for entry in load_cache(path) if entry.key != costs.key] + [costs]
-    with atomic_target(path) as temp:
-        temp.write_text(json.dumps({"version": CACHE_VERSION, "entries": [entry.to_json() for entry in entries]},
-                                   indent=1))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _writer_lock(path):
+            entries = [entry for entry in load_cache(path) if entry.key != costs.key] + [costs]
+            with atomic_target(path) as temp:
+                temp.write_text(json.dumps({"version": CACHE_VERSION,
+                                            "entries": [entry.to_json() for entry in entries]}, indent=1))
+    except OSError as error:
+        log.warning("the calibration of %s is used for this run but not kept: the cache %s cannot be written (%s); "
+                    "set %s to a writable folder to keep calibrations", costs.key.text, path, error, CACHE_ENV)
+        return None
     return path
 
 

@@ -1,7 +1,9 @@
 """The cost model: a calibration of this machine (seconds per call of each patch pair, guided and not), cached by
 model architecture, size, dtype and device, and the seconds it predicts for each stage of a schedule."""
 
+import contextlib
 import json
+import threading
 from dataclasses import replace
 
 import pytest
@@ -134,6 +136,70 @@ def test_the_cache_keeps_every_key_and_survives_a_damaged_file(cache_dir):
     assert cost.load_cache() == [] and cost.cached(KEY) is None
     cost.store(COSTS)  # a damaged cache is rewritten, not an error
     assert cost.cached(KEY) == COSTS
+
+
+@pytest.mark.parametrize("content", ["[]", "null", '"text"', "3", '{"version": 1, "entries": {}}',
+                                     '{"version": 1}', "[" * 100_000, "\udcff"])
+def test_a_cache_of_another_shape_counts_as_empty_and_is_rewritten(cache_dir, content):
+    """A top level of [], null or text raised on every time-budget run (and made the plan route answer 500); a
+    new calibration could not repair it, since storing reads the file first."""
+    path = cache_dir / cost.CACHE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content, errors="surrogateescape")
+    assert cost.load_cache() == [] and cost.latest_for("abc", KEY.latent) is None
+    assert cost.store(COSTS) == path
+    assert cost.load_cache() == [COSTS]
+
+
+def test_a_damaged_entry_is_left_out_and_the_others_kept(cache_dir):
+    other = replace(COSTS, key=replace(KEY, caption_tokens=64))
+    cost.store(COSTS)
+    cost.store(other)
+    path = cache_dir / cost.CACHE_FILE
+    data = json.loads(path.read_text())
+    good, bad = data["entries"]
+    damaged = [{**bad, "guided": {"2x4": float("nan")}}, {**bad, "unguided": {"2x4": -1.0}}, {**bad, "key": 3},
+               {**bad, "key": {**bad["key"], "latent": "1x16"}}, {**bad, "key": {**bad["key"], "dtype": None}},
+               {**bad, "measured_at": "yesterday"}, 7, None]
+    path.write_text(json.dumps({**data, "entries": [*damaged, good]}))  # json writes NaN as NaN, as a file may hold
+    assert cost.load_cache() == [COSTS]
+
+
+def test_a_cache_that_cannot_be_written_is_a_warning_and_the_run_goes_on(tmp_path, monkeypatch, small_model, caplog):
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv(cost.CACHE_ENV, str(blocker / "lumina_video"))  # its folder cannot be made (root can't either)
+    config = SampleConfig.preset("f16F64R512-MultiScale")
+    with caplog.at_level("WARNING", logger="lumina_core.cost"):
+        costs, measured = calibration_for(small_model, (1, 16, 4, 8, 8), 12, torch.device("cpu"), config)
+    assert measured and set(costs.guided) == {"2x4", "2x2", "1x2"}
+    assert "is used for this run but not kept" in caplog.text and cost.CACHE_ENV in caplog.text
+
+
+def test_concurrent_writers_keep_both_entries(cache_dir, monkeypatch):
+    """Writer A has read the file and is about to write it when writer B stores: without a lock A's write drops
+    B's entry. A waits (up to a bound) for B to finish first; with the lock B cannot, so both entries survive."""
+    a_writing, b_done = threading.Event(), threading.Event()
+    atomic_target = cost.atomic_target
+
+    @contextlib.contextmanager
+    def slow_for_a(path):
+        if threading.current_thread().name == "A":
+            a_writing.set()
+            b_done.wait(timeout=3)  # a bound, not a timing: B finishing first is the race being tested
+        with atomic_target(path) as temp:
+            yield temp
+
+    monkeypatch.setattr(cost, "atomic_target", slow_for_a)
+    other = replace(COSTS, key=replace(KEY, caption_tokens=64))
+    a = threading.Thread(target=cost.store, args=(COSTS,), name="A")
+    b = threading.Thread(target=lambda: (cost.store(other), b_done.set()), name="B")
+    a.start()
+    assert a_writing.wait(timeout=60)
+    b.start()
+    a.join(60)
+    b.join(60)
+    assert sorted(entry.key.caption_tokens for entry in cost.load_cache()) == [32, 64]
 
 
 def test_the_cache_folder_follows_the_environment(cache_dir, monkeypatch, tmp_path):
