@@ -212,6 +212,23 @@ def read_model_args(path: Path) -> dict:
     raise CheckpointError(f"{path} holds a {type(args).__name__}; expected the training arguments (argparse.Namespace)")
 
 
+PICKLED_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt")
+
+
+def check_safetensors_folder(folder: Path, what: str, source: str) -> None:
+    """Refuse a Hugging Face folder whose weights are not ``.safetensors``: its ``.bin`` files would be read with
+    ``torch.load``, which runs code stored in the file on torch versions before 2.6 (this pack does not require a
+    newer one). For the text encoder and VAE folders."""
+    if any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted(path.name for path in folder.iterdir() if path.suffix.lower() in PICKLED_WEIGHTS)
+    found = f"only pickled weights ({', '.join(pickled[:3])}{'...' if len(pickled) > 3 else ''})" if pickled else (
+        "no weights file")
+    raise ValueError(f"the {what} folder {folder.name!r} holds {found}, no .safetensors file; pickled weights are "
+                     f"never loaded (reading them can run code). Download the .safetensors files of {source}, or, "
+                     "if you trust these files, convert them once with save_pretrained(..., safe_serialization=True)")
+
+
 # -- architecture inference -------------------------------------------------------------------
 def strip_prefixes(name: str) -> str:
     """Remove torch.compile's ``_orig_mod.`` segments (as the official loader does)."""

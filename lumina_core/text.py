@@ -27,6 +27,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoTokenizer, Gemma2Config, Gemma2Model
 
+from .checkpoint import check_safetensors_folder
+
 SYSTEM_PROMPT = (
     "You are an assistant designed to generate high-quality videos with the highest degree of "
     "image-text alignment based on user prompts. <Prompt Start> "
@@ -272,8 +274,9 @@ def _load_model_folder(folder: Path, dtype: torch.dtype) -> Gemma2Model:
         raise FileNotFoundError(f"{folder} has no config.json, so it is not a Hugging Face model folder; pass a "
                                 "Gemma-2 folder (config.json + model*.safetensors) or a single .safetensors file")
     config = _read_gemma2_config(folder)
+    check_safetensors_folder(folder, "Gemma-2 text encoder", "google/gemma-2-2b")
     try:
-        return Gemma2Model.from_pretrained(folder, config=config, local_files_only=True,
+        return Gemma2Model.from_pretrained(folder, config=config, local_files_only=True, use_safetensors=True,
                                            attn_implementation="eager", **{_DTYPE_KWARG: dtype})
     except OSError as error:
         raise OSError(f"cannot read the Gemma-2 weights in {folder}: {error}") from error

@@ -39,6 +39,8 @@ from einops import rearrange
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from .checkpoint import check_safetensors_folder
+
 SCALING_FACTOR = 1.15258426
 LATENT_CHANNELS = 16
 SPATIAL_COMPRESSION = 8
@@ -159,7 +161,9 @@ def _load_folder(folder: Path, dtype: torch.dtype) -> AutoencoderKLCogVideoX:
     """Load a diffusers-layout VAE folder after checking its config names the CogVideoX class."""
     config_path = folder / "config.json"
     _check_class(json.loads(config_path.read_text()), str(config_path))
-    return AutoencoderKLCogVideoX.from_pretrained(str(folder), torch_dtype=dtype, local_files_only=True)
+    check_safetensors_folder(folder, "CogVideoX VAE", "THUDM/CogVideoX-2b (its vae/ folder)")
+    return AutoencoderKLCogVideoX.from_pretrained(str(folder), torch_dtype=dtype, local_files_only=True,
+                                                  use_safetensors=True)
 
 
 def _load_single_file(path: Path, dtype: torch.dtype) -> AutoencoderKLCogVideoX:

@@ -161,6 +161,21 @@ def test_load_hugging_face_folder(gemma_folder):
     torch.testing.assert_close(feats, official_features(reference, ["a red ball", ""])[0], rtol=1e-5, atol=1e-6)
 
 
+def test_folder_of_pickled_weights_is_refused_unread(tmp_path, monkeypatch):
+    """A folder of .bin weights was read through torch.load (code in the file runs before torch 2.6)."""
+    tiny_model(Gemma2ForCausalLM).save_pretrained(tmp_path, safe_serialization=False)
+    make_tokenizer().save_pretrained(tmp_path)
+    assert (tmp_path / "pytorch_model.bin").is_file() and not list(tmp_path.glob("*.safetensors"))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.load was called on the pickled weights")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    with pytest.raises(ValueError, match="holds only pickled weights \\(pytorch_model.bin\\), no .safetensors file; "
+                                         "pickled weights are never loaded.*safe_serialization=True"):
+        load_text_encoder(tmp_path)
+
+
 def test_load_folder_in_bfloat16(gemma_folder):
     model, tokenizer = load_text_encoder(gemma_folder[0], dtype=torch.bfloat16)
     feats, mask = encode_prompts(model, tokenizer, ["a red ball"])

@@ -140,6 +140,20 @@ def test_load_diffusers_folder(tmp_path, vae):
     assert torch.equal(decode(loaded, z), decode(vae, z))
 
 
+def test_folder_of_pickled_weights_is_refused_unread(tmp_path, vae, monkeypatch):
+    """A folder of .bin weights was read through torch.load (code in the file runs before torch 2.6)."""
+    vae.save_pretrained(tmp_path / "vae", safe_serialization=False)
+    assert (tmp_path / "vae" / "diffusion_pytorch_model.bin").is_file()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.load was called on the pickled weights")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    with pytest.raises(ValueError, match="the CogVideoX VAE folder 'vae' holds only pickled weights "
+                                         "\\(diffusion_pytorch_model.bin\\), no .safetensors file"):
+        load_vae(tmp_path)
+
+
 def test_load_pipeline_folder_with_vae_subfolder(tmp_path, vae):
     vae.save_pretrained(tmp_path / "vae")
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "CogVideoXPipeline"}))
