@@ -52,8 +52,8 @@ def flow_frames(frames) -> np.ndarray:
     (``align_corners=True``, as the official ``F.interpolate`` call) to exactly 320 x 576.
     """
     frames = to_uint8_frames(frames)
-    if frames.shape[1] > frames.shape[2]:
-        frames = frames.transpose(0, 2, 1, 3)
+    if frames.shape[1] > frames.shape[2]:  # contiguous, so the luma product sees the layout of a landscape clip
+        frames = np.ascontiguousarray(frames.transpose(0, 2, 1, 3))
     luma = torch.from_numpy(frames).float() @ torch.tensor(_LUMA)  # [N, H, W]
     resized = F.interpolate(luma[:, None], size=FLOW_SIZE, mode="bilinear", align_corners=True)[:, 0]
     return resized.round().clamp(0, 255).to(torch.uint8).numpy()
@@ -126,9 +126,12 @@ def motion_score(video, fps: float | None = None) -> float:
         if fps is None:
             raise ValueError("fps is required when video is an array of frames; pass e.g. fps=24")
         fps = check_fps(fps)
-        frames = to_uint8_frames(video, name="video")
-        source = f"the video of {len(frames)} frame(s)"
-        frames = frames[sample_indices(len(frames), fps)]
+        if getattr(video, "ndim", None) == 4:  # pick the sampled frames first: only they are converted to uint8
+            source = f"the video of {len(video)} frame(s)"
+            frames = to_uint8_frames(video[sample_indices(len(video), fps)], name="video")
+        else:  # let the conversion name what is wrong with the shape
+            frames = to_uint8_frames(video, name="video")
+            source = f"the video of {len(frames)} frame(s)"
     if len(frames) < 2:
         raise _too_short(source, fps)
     _warn_if_short(len(frames), fps)

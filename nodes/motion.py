@@ -47,7 +47,7 @@ class LuminaVideoMotionScoreFromVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, fps) -> io.NodeOutput:
-        return io.NodeOutput(motion_score(images.cpu().numpy(), fps=fps))
+        return io.NodeOutput(motion_score(images, fps=fps))  # only the sampled frames are copied and converted
 
 
 class LuminaVideoMotionConditioning(io.ComfyNode):

@@ -4,6 +4,8 @@ A translation of d pixels (at 320 x 576) per 0.5 s must score d / 2 (horizontal)
 because the score is the mean of |flow| over both components.
 """
 
+import tracemalloc
+
 import cv2
 import numpy as np
 import pytest
@@ -153,6 +155,20 @@ def test_float_and_torch_frames_score_like_uint8():
     # exact: float frames in [0, 1] round back to the same uint8 frames before anything else happens
     assert motion_score(video / 255.0, fps=2) == expected
     assert motion_score(torch.from_numpy(video).float() / 255, fps=2) == expected
+
+
+def test_only_the_sampled_frames_of_a_long_clip_are_converted():
+    """A 10 s float clip at 24 fps (240 frames) is scored from its 9 sampled frames; converting the whole batch to
+    uint8 first cost 2-3 times the clip's size in extra memory. numpy's allocations are traced by tracemalloc."""
+    clip = np.zeros((240, 90, 160, 3), dtype=np.float32)  # 41 MB
+    clip[:, :, :80] = 0.5
+    tracemalloc.start()
+    try:
+        motion_score(clip, fps=24)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < clip.nbytes / 4, f"{peak / 2**20:.1f} MiB traced for a {clip.nbytes / 2**20:.0f} MiB clip"
 
 
 def test_mp4_file_scores_like_the_frames(tmp_path):
