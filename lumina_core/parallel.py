@@ -123,14 +123,17 @@ def check_plan(plan: ParallelPlan, model_config, world_size: int) -> None:
                          f"ring={plan.ulysses // fitting})")
 
 
-def init_process_group(backend: Optional[str] = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[int, int]:
+def init_process_group(backend: Optional[str] = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+                       init_method: Optional[str] = None) -> tuple[int, int]:
     """Join the process group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT): gloo on CPU,
-    nccl with CUDA (each process on GPU LOCAL_RANK). A collective that waits longer than ``timeout_s`` for a
+    nccl with CUDA (each process on GPU LOCAL_RANK). ``init_method`` (e.g. ``file:///private/folder/store``)
+    replaces MASTER_ADDR and MASTER_PORT as the rendezvous. A collective that waits longer than ``timeout_s`` for a
     process (dead or stuck) raises instead of hanging. Returns (rank, world size)."""
     import torch.distributed as dist
 
     global _group_timeout_s
-    missing = [name for name in TORCHRUN_ENV if name not in os.environ]
+    needed = TORCHRUN_ENV if init_method is None else TORCHRUN_ENV[:2]
+    missing = [name for name in needed if name not in os.environ]
     if missing:
         raise RuntimeError(f"{', '.join(missing)} not set: start the processes with torchrun, e.g. "
                            "torchrun --nproc-per-node 2 -m lumina_core generate ... --parallel auto")
@@ -142,7 +145,8 @@ def init_process_group(backend: Optional[str] = None, timeout_s: float = DEFAULT
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     _group_timeout_s = float(timeout_s)
     if not dist.is_initialized():
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+        dist.init_process_group(backend, init_method=init_method, rank=int(os.environ["RANK"]),
+                                world_size=int(os.environ["WORLD_SIZE"]), timeout=timedelta(seconds=timeout_s))
     return dist.get_rank(), dist.get_world_size()
 
 

@@ -37,6 +37,12 @@ class Relay:
         return self.stop_run == run
 
 
+def loopback_interface() -> str:
+    """The name of this machine's loopback network interface (lo on Linux, lo0 on macOS)."""
+    names = {name for _, name in socket.if_nameindex()}
+    return "lo0" if "lo0" in names else "lo"
+
+
 def preview_rows(tensor: torch.Tensor) -> torch.Tensor:
     """The part of a step's x or velocity a preview reads (first video, first 3 channels), on the CPU."""
     return tensor[:1, :3].float().cpu()
@@ -51,24 +57,29 @@ class RankWorker:
         self.model = None
         self.model_key: Optional[str] = None
 
-    def address(self) -> tuple[str, int]:
-        """This worker's node address and a free TCP port there, for rank 0 to host the process group."""
+    def place(self) -> tuple[str, str, int]:
+        """This worker's Ray node id, node address and a free TCP port there (rank 0's hosts a cluster's
+        rendezvous)."""
         import ray
 
         with socket.socket() as probe:
             probe.bind(("", 0))
             port = probe.getsockname()[1]
-        return ray.util.get_node_ip_address(), port
+        return ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address(), port
 
-    def join(self, address: str, port: int, timeout_s: float) -> None:
-        """Join the default process group as torchrun's processes do (lumina_core.parallel.init_process_group: gloo
-        on CPU, nccl on CUDA, collectives and subgroups bounded by ``timeout_s``) and check it with one
-        all-reduce."""
+    def join(self, rendezvous: str, loopback: bool, timeout_s: float) -> None:
+        """Join the default process group at ``rendezvous`` (a ``file://`` store or rank 0's ``tcp://`` address) as
+        lumina_core.parallel.init_process_group does (gloo on CPU, nccl on CUDA, collectives and subgroups bounded
+        by ``timeout_s``), with gloo's and NCCL's sockets on the loopback interface when every rank runs on this
+        machine (``loopback``), and check it with one all-reduce."""
         from lumina_core.parallel import init_process_group
 
-        os.environ.update(RANK=str(self.rank), WORLD_SIZE=str(self.world_size), LOCAL_RANK="0", MASTER_ADDR=address,
-                          MASTER_PORT=str(port))  # LOCAL_RANK 0: Ray shows the actor its one GPU as cuda:0
-        init_process_group("nccl" if self.device.type == "cuda" else "gloo", timeout_s)
+        os.environ.update(RANK=str(self.rank), WORLD_SIZE=str(self.world_size),
+                          LOCAL_RANK="0")  # LOCAL_RANK 0: Ray shows the actor its one GPU as cuda:0
+        if loopback:
+            interface = loopback_interface()
+            os.environ.update(GLOO_SOCKET_IFNAME=interface, NCCL_SOCKET_IFNAME=interface)
+        init_process_group("nccl" if self.device.type == "cuda" else "gloo", timeout_s, init_method=rendezvous)
         probe = torch.ones(1, device=self.device)
         torch.distributed.all_reduce(probe)
         if int(probe.item()) != self.world_size:

@@ -50,9 +50,9 @@ def model_spec(model_patcher, network: LuminaVideoDiT) -> ray_ranks.ModelSpec:
 
 
 def run_on_ranks(model_patcher, positive: list, negative: list, noise: torch.Tensor, config: SampleConfig,
-                 ranks: int, parallel: str, device: str) -> dict:
+                 ranks: int, parallel: str, device: str, idle_release_s: float = ray_ranks.DEFAULT_IDLE_S) -> dict:
     """Sample ``noise`` through ``config`` on ``ranks`` Ray actors with ``parallel_sample``; the LATENT dict, as the
-    Sampler's."""
+    Sampler's. The actors are released after ``idle_release_s`` seconds without a run (0: kept)."""
     ray_ranks.import_ray()  # the install hint before any other work
     if device not in ray_ranks.DEVICES:
         raise ValueError(f"device {device!r} is unknown; use one of {', '.join(ray_ranks.DEVICES)}")
@@ -67,20 +67,22 @@ def run_on_ranks(model_patcher, positive: list, negative: list, noise: torch.Ten
         raise ValueError(f"parallel {parallel!r} needs {plan.world_size} ranks (cfg x ulysses x ring) but ranks is "
                          f"{ranks}; set ranks to {plan.world_size}, or give degrees whose product is {ranks} (or auto)")
     check_plan(plan, network.config, ranks)
+    ray_ranks.check_ranks(ranks, device)
     spec = model_spec(model_patcher, network)
     if device == "cuda":  # the ranks need the GPUs' memory more than this process's cached models do
         comfy.model_management.unload_all_models()
         comfy.model_management.soft_empty_cache()
     weight_bytes = sum(t.numel() * t.element_size() for t in network.state_dict().values())
-    pool = ray_ranks.rank_pool(ranks, device, object_store_bytes=ray_ranks.MIN_OBJECT_STORE + weight_bytes)
     progress = comfy.utils.ProgressBar(len(config.plan()))
 
     def on_progress(info: dict) -> None:
         progress.update_absolute(info["index"] + 1, info["total"], preview(info))
 
+    interrupted = comfy.model_management.processing_interrupted  # Cancel: asked while the ranks start, load and work
     try:
-        out = pool.run(spec, noise, cond, uncond, config, plan, on_progress,
-                       should_stop=comfy.model_management.processing_interrupted)
+        pool = ray_ranks.rank_pool(ranks, device, object_store_bytes=ray_ranks.MIN_OBJECT_STORE + weight_bytes,
+                                   idle_s=idle_release_s, should_stop=interrupted)
+        out = pool.run(spec, noise, cond, uncond, config, plan, on_progress, should_stop=interrupted)
     except InterruptedError:
         comfy.model_management.throw_exception_if_processing_interrupted()  # ComfyUI's own interrupt
         raise
@@ -96,7 +98,8 @@ class LuminaVideoRaySampler(io.ComfyNode):
             category="Lumina-Video/sampling",
             description="The Lumina-Video Sampler split across several processes (Ray actors, one GPU each): CFG "
                         "rows and video tokens are shared out by the parallel plan. Needs `pip install ray`. The "
-                        "actors stay alive between runs and stop with the server.",
+                        "actors stay alive between runs, give their memory back after idle_release_s without a "
+                        "run, and stop with the server. A local Ray listens on loopback only.",
             inputs=[
                 io.Model.Input("model", tooltip=TOOLTIPS["model"] + " LoRA patches are applied; the ranks are sent "
                                                                     "the weights once per model."),
@@ -108,6 +111,8 @@ class LuminaVideoRaySampler(io.ComfyNode):
                              tooltip=TOOLTIPS["seed"]),
                 io.Int.Input("ranks", default=2, min=1, max=64,
                              tooltip="Processes (Ray actors) that share the work, one GPU each with device cuda. "
+                                     "At most this machine's GPUs (cuda) or CPU cores (cpu), as each holds a copy "
+                                     "of the model; a Ray cluster joined through RAY_ADDRESS allows what it has. "
                                      "Actors are kept for the next run with the same ranks and device."),
                 io.String.Input("parallel", default="auto",
                                 tooltip="How the ranks split the work: auto, or degrees such as cfg=2,ulysses=2 "
@@ -118,11 +123,18 @@ class LuminaVideoRaySampler(io.ComfyNode):
                 io.Combo.Input("device", options=list(ray_ranks.DEVICES[::-1]), default="cuda",
                                tooltip="cuda: one GPU per rank (NCCL); cpu: one CPU process per rank (gloo), for "
                                        "tests and machines without GPUs."),
+                io.Int.Input("idle_release_s", default=int(ray_ranks.DEFAULT_IDLE_S), min=0, max=86400,
+                             optional=True,
+                             tooltip="Seconds without a run after which the actors stop and give their GPU memory "
+                                     "(and RAM) back; the next run starts them again and resends the model, which "
+                                     "takes a few seconds more. 0 keeps them until the server stops."),
             ],
             outputs=[io.Latent.Output(display_name="latent")],
         )
 
     @classmethod
-    def execute(cls, model, positive, negative, latent, schedule, seed, ranks, parallel, device) -> io.NodeOutput:
+    def execute(cls, model, positive, negative, latent, schedule, seed, ranks, parallel, device,
+                idle_release_s=int(ray_ranks.DEFAULT_IDLE_S)) -> io.NodeOutput:
         noise = seeded_noise(latent["samples"].shape, seed)
-        return io.NodeOutput(run_on_ranks(model, positive, negative, noise, schedule, ranks, parallel, device))
+        return io.NodeOutput(run_on_ranks(model, positive, negative, noise, schedule, ranks, parallel, device,
+                                          idle_release_s))

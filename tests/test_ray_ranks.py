@@ -1,18 +1,25 @@
 """The sampler on 2 Ray actors (lumina_core.ray_ranks): equal to the single-process sampler for the demo model and
-the parity config, one pool kept across runs (same actors, model sent once), stop requests, a killed rank. One local
+the parity config, one pool kept across runs (same actors, model sent once), stop requests, a killed rank, every
+socket of a local pool on loopback, the idle release, Cancel while the actors start or load, the rank cap. One local
 Ray session for the module; Ray is a dev requirement, so CI runs these (a developer without it gets a skip)."""
 
+import contextlib
+import ipaddress
+import logging
+import os
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from comfy_host import IN_CI
 from conftest import caption, relative_error
 
-from lumina_core import ray_ranks
+from lumina_core import ray_ranks, ray_worker
 from lumina_core.demo import build_transformer
 from lumina_core.parallel import ParallelPlan
 from lumina_core.sampling import SampleConfig, sample, seeded_noise
@@ -120,6 +127,99 @@ def test_progress_reaches_the_driver_and_a_stop_request_stops_the_ranks(demo, po
                           sample(demo, noise, cond, uncond, DEMO_CONFIG)) < PARALLEL_TOL
 
 
+def is_loopback(ip: str) -> bool:
+    address = ipaddress.ip_address(ip)
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1, an IPv6 socket bound to IPv4 loopback
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def listening_sockets(process: psutil.Process) -> list[tuple[str, str]]:
+    """(process name, address) of every listening TCP socket, IPv4 and IPv6, of ``process`` and its descendants."""
+    found = []
+    for member in [process, *process.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            found += [(member.name(), socket.laddr.ip) for socket in member.net_connections(kind="tcp")
+                      if socket.status == psutil.CONN_LISTEN]
+    return found
+
+
+def test_a_local_pool_listens_on_loopback_only(demo, pool):
+    """Ray's servers (GCS, raylet and object manager, agents, every worker), the ranks' rendezvous and gloo: all
+    children of this driver, none reachable from another machine."""
+    spec = ray_ranks.ModelSpec.of_module(demo)
+    noise, cond, uncond = inputs(demo, (1, 16, 2, 8, 8))
+    pool.run(spec, noise, cond, uncond, DEMO_CONFIG, ParallelPlan.parse("auto", 2, demo.config.n_heads))
+    sockets = listening_sockets(psutil.Process())
+    assert {"gcs_server", "raylet", "ray::RankWorker"} <= {name for name, _ in sockets}
+    assert [(name, ip) for name, ip in sockets if not is_loopback(ip)] == []
+    # This machine's host name may resolve to loopback anyway; the ranks pick the interface themselves.
+    interfaces = ray.get([w.__ray_call__.remote(lambda worker: os.environ.get("GLOO_SOCKET_IFNAME"))
+                          for w in pool.workers])
+    assert interfaces == [ray_worker.loopback_interface()] * 2
+
+
+def test_idle_actors_are_released_and_the_next_run_starts_them_again(demo, pool):
+    spec = ray_ranks.ModelSpec.of_module(demo)
+    plan = ParallelPlan.parse("auto", 2, demo.config.n_heads)
+    noise, cond, uncond = inputs(demo, (1, 16, 2, 8, 8))
+    pool.idle_s = 0.5  # counted from the end of the next run
+    pool.run(spec, noise, cond, uncond, DEMO_CONFIG, plan)
+    old = list(pool.workers)
+    deadline = time.monotonic() + TIMEOUT_S  # hang guard, not a speed check
+    while pool.started and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not pool.started and pool.alive
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(old[0].place.remote(), timeout=TIMEOUT_S)  # the actor and the memory it held are gone
+    pool.idle_s = ray_ranks.DEFAULT_IDLE_S
+    out = pool.run(spec, noise, cond, uncond, DEMO_CONFIG, plan)
+    assert pool.started and not set(pool.actor_ids) & {worker._actor_id.hex() for worker in old}
+    assert relative_error(out, sample(demo, noise, cond, uncond, DEMO_CONFIG)) < PARALLEL_TOL
+    assert ray_ranks.rank_pool(2, "cpu", timeout_s=TIMEOUT_S) is pool
+
+
+def test_cancel_while_the_model_loads_keeps_the_ranks(demo, pool):
+    spec = ray_ranks.ModelSpec.of_module(demo)
+    plan = ParallelPlan.parse("auto", 2, demo.config.n_heads)
+    noise, cond, uncond = inputs(demo, (1, 16, 2, 8, 8))
+    pool.model_key = None  # as if another model had been sent last
+    ids = pool.actor_ids
+    pool.workers[1].__ray_call__.remote(lambda worker: time.sleep(3))  # rank 1 busy: its load waits behind this
+    with pytest.raises(InterruptedError, match="before they could load the model: should_stop"):
+        pool.run(spec, noise, cond, uncond, DEMO_CONFIG, plan, should_stop=lambda: True)
+    assert pool.started and pool.actor_ids == ids and pool.model_key is None
+    assert relative_error(pool.run(spec, noise, cond, uncond, DEMO_CONFIG, plan),
+                          sample(demo, noise, cond, uncond, DEMO_CONFIG)) < PARALLEL_TOL  # the model sent again
+
+
+def test_cancel_while_the_actors_start_releases_them(pool, monkeypatch):
+    asked, released = [], []
+    release = ray_ranks.RankPool.release
+    monkeypatch.setattr(ray_ranks.RankPool, "release", lambda self: released.extend(self.workers) or release(self))
+    with pytest.raises(InterruptedError, match="before they could start: should_stop"):
+        # A second pool beside the kept one (on 2 cores its actor waits for a free CPU); stop once it is asked for.
+        ray_ranks.RankPool(1, "cpu", timeout_s=TIMEOUT_S, should_stop=lambda: asked.append(1) or len(asked) > 1)
+    assert len(released) == 1
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(released[0].place.remote(), timeout=TIMEOUT_S)
+
+
+def test_joining_a_cluster_logs_that_its_security_applies_and_lifts_the_rank_cap(monkeypatch, caplog):
+    joined = []
+    cluster = types.SimpleNamespace(is_initialized=lambda: bool(joined), init=lambda **options: joined.append(options),
+                                    cluster_resources=lambda: {"CPU": 64.0, "GPU": 8.0})
+    monkeypatch.setattr(ray_ranks, "import_ray", lambda: cluster)
+    monkeypatch.setenv("RAY_ADDRESS", "ray-head.internal:6379")
+    with caplog.at_level(logging.WARNING, logger=ray_ranks.__name__):
+        for _ in range(2):
+            ray_ranks.ensure_ray(8, 8, ray_ranks.MIN_OBJECT_STORE)
+    assert len(joined) == 1 and "num_cpus" not in joined[0]
+    [record] = [record for record in caplog.records if record.name == ray_ranks.__name__]
+    assert "RAY_ADDRESS=ray-head.internal:6379" in record.getMessage()
+    assert "that cluster's own security" in record.getMessage()
+    ray_ranks.check_ranks(ray_ranks.cpu_cores() + 1, "cpu")  # the cluster's resources limit it instead
+
+
 def test_a_killed_rank_gives_a_clear_error_and_a_new_pool(demo, pool):
     spec = ray_ranks.ModelSpec.of_module(demo)
     plan = ParallelPlan.parse("auto", 2, demo.config.n_heads)
@@ -157,14 +257,29 @@ def test_bad_requests_are_refused_before_any_work(demo, pool):
         ray_ranks.RankPool(2, "tpu")
     with pytest.raises(ValueError, match="world size 0 is not a whole number >= 1"):
         ray_ranks.RankPool(0)
+    with pytest.raises(ValueError, match="idle release -1 s is not a number >= 0"):
+        ray_ranks.RankPool(1, idle_s=-1)
 
 
-def test_another_world_size_replaces_the_pool(demo, pool):
+def test_ranks_are_capped_by_this_machines_devices(monkeypatch):
+    """Each rank is a process with a copy of the model: a local pool gets at most one per CPU core or GPU."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    cores = ray_ranks.cpu_cores()
+    with pytest.raises(ValueError, match=rf"ranks {cores + 1} on cpu is more than the {cores} CPU cores of this "
+                                         rf"machine .* set ranks to {cores} or fewer"):
+        ray_ranks.RankPool(cores + 1)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ValueError, match="ranks 3 on cuda is more than the 2 CUDA GPUs of this machine"):
+        ray_ranks.RankPool(3, "cuda")
+
+
+def test_another_world_size_replaces_the_pool(demo, pool, monkeypatch):
     old = list(pool.workers)
+    monkeypatch.setattr(ray_ranks, "on_driver_node", lambda ray, nodes: False)  # as on a cluster: a tcp rendezvous
     single = ray_ranks.rank_pool(1, "cpu", timeout_s=TIMEOUT_S)
-    assert not pool.alive and single.alive
+    assert not pool.alive and single.alive and single._store_dir is None
     with pytest.raises(ray.exceptions.RayActorError):
-        ray.get(old[0].address.remote(), timeout=TIMEOUT_S)  # the old actors were killed
+        ray.get(old[0].place.remote(), timeout=TIMEOUT_S)  # the old actors were killed
     noise, cond, uncond = inputs(demo, (1, 16, 2, 8, 8))
     out = single.run(ray_ranks.ModelSpec.of_module(demo), noise, cond, uncond, DEMO_CONFIG, ParallelPlan())
     assert relative_error(out, sample(demo, noise, cond, uncond, DEMO_CONFIG)) < PARALLEL_TOL

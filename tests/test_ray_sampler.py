@@ -1,6 +1,7 @@
 """The Lumina-Video Sampler (Ray) node in-process (COMFYUI_PATH) on 2 CPU ranks: the Sampler's latent for the demo
-model, with and without weight patches (LoRA), progress and previews, ComfyUI's Cancel, clear refusals, and that
-neither the pack nor any other node imports Ray. One local Ray session for the module."""
+model, with and without weight patches (LoRA), progress and previews, ComfyUI's Cancel (also while the ranks start),
+the idle release setting, clear refusals, and that neither the pack nor any other node imports Ray. One local Ray
+session for the module."""
 
 import os
 import subprocess
@@ -132,12 +133,30 @@ def test_refusals_name_the_value_and_the_fix(model, captions, latent, schedule, 
         run(LuminaVideoRaySampler, model, positive, negative, latent, schedule, 0, 2, "cfg=2,ring=2", "cpu")
     with pytest.raises(ValueError, match="device 'tpu' is unknown; use one of cpu, cuda"):
         run(LuminaVideoRaySampler, model, positive, negative, latent, schedule, 0, 2, "auto", "tpu")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    cores = ray_ranks.cpu_cores()
+    with pytest.raises(ValueError, match=f"ranks {cores + 1} on cpu is more than the {cores} CPU cores"):
+        run(LuminaVideoRaySampler, model, positive, negative, latent, schedule, 0, cores + 1, "auto", "cpu")
     cached = run(LuminaVideoStepCache, model, 0.2, 0.0, 1.0)[0]
     with pytest.raises(ValueError, match="Step Cache, which the Ray sampler does not run"):
         run(LuminaVideoRaySampler, cached, positive, negative, latent, schedule, 0, **RANKS)
     monkeypatch.setitem(sys.modules, "ray", None)  # as where Ray is not installed
     with pytest.raises(ImportError, match="`pip install ray`"):
         run(LuminaVideoRaySampler, model, positive, negative, latent, schedule, 0, **RANKS)
+
+
+def test_cancel_while_the_ranks_start_and_the_idle_release_setting(model, captions, latent, schedule):
+    positive, negative = captions
+    pool = ray_ranks.rank_pool(2, "cpu")
+    pool.release()  # as after idle_release_s without a run: the next run starts the actors
+    comfy.model_management.interrupt_current_processing(True)
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            run(LuminaVideoRaySampler, model, positive, negative, latent, schedule, 0, **RANKS, idle_release_s=42)
+        assert not comfy.model_management.processing_interrupted()
+    finally:
+        comfy.model_management.interrupt_current_processing(False)
+    assert pool.alive and not pool.started and pool.idle_s == 42
 
 
 def test_the_pack_and_its_other_nodes_do_not_import_ray():
