@@ -31,7 +31,7 @@ class UsageError(ValueError):
 
 
 def finite_float(text: str) -> float:
-    """An argument's number; NaN and infinity are refused (a schedule holding one would sample nothing)."""
+    """An argument's number; NaN and infinity are refused (a schedule holding one samples nothing)."""
     try:
         value = float(text)
     except ValueError:

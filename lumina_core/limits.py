@@ -3,7 +3,8 @@ the command line and the server routes read them here, so every path accepts the
 
 JSON from a user (an official sample-config text, a route's request body) is read within a size and a nesting
 depth, with finite numbers only: JSON has no NaN or Infinity (Python's reader accepts them, and reads 1e400 as
-inf), and a schedule holding one makes no model call, so the sampler would return its noise.
+inf), and a schedule holding one samples nothing (a NaN time shift leaves no grid point in any stage, so the
+sampler returns its noise).
 """
 
 from __future__ import annotations
