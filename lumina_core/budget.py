@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .cost import CallCosts, StageCost, predict
+from .limits import is_finite_number
 from .sampling import SampleConfig
 
 BUDGET_SCOPE = "The budget counts sampling only (the model calls); loading, text encoding and decoding come on top."
@@ -78,9 +79,15 @@ def _costed(config: SampleConfig, costs: CallCosts) -> tuple[StageCost, ...]:
 def fit_budget(base: SampleConfig, costs: CallCosts, budget: float) -> BudgetPlan:
     """The base schedule on the finest grid (at most its own) whose predicted sampling time is at most
     ``budget`` seconds and where every stage still makes a call. Raises :class:`BudgetTooSmall` (naming the
-    minimum) when no such grid exists."""
-    if not budget > 0:
-        raise ValueError(f"time budget {budget} s is not positive; give the seconds sampling may take, e.g. 60")
+    minimum) when no such grid exists.
+
+    Every grid from the base's down is tried in turn: the predicted time is not monotone in the step count (one
+    more point can move a call from a guided to an unguided t, or out of a short stage), so a bisection could
+    miss the finest grid that fits. Each try counts the calls in a few tensor operations per stage
+    (:func:`~lumina_core.cost.predict`), and the grid has at most MAX_STEPS points."""
+    if not is_finite_number(budget) or not budget > 0:
+        raise ValueError(f"time budget {budget} s is not positive and finite; give the seconds sampling may take, "
+                         "e.g. 60")
     base_stages = _costed(base, costs)
     cheapest = None
     for steps in range(base.steps, 1, -1):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .cache import MAX_THRESHOLD, StepCache
+from .limits import is_finite_number
 from .precision import AUTO, DTYPES, resolve_dtype
 from .sampling import OFFICIAL_PRESETS, SampleConfig
 
@@ -29,16 +30,27 @@ class UsageError(ValueError):
     """A command-line value is invalid; the message names it and the fix."""
 
 
+def finite_float(text: str) -> float:
+    """An argument's number; NaN and infinity are refused (a schedule holding one samples nothing)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not is_finite_number(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number; give a finite number")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lumina_core", description="Lumina-Video on the command line.")
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="text to video (mp4 + contact-sheet PNG)")
     gen.add_argument("--prompt", required=True, help="what the video shows")
     gen.add_argument("--negative-prompt", default="", help="what to steer away from (default: empty)")
-    gen.add_argument("--motion", type=float, default=None,
+    gen.add_argument("--motion", type=finite_float, default=None,
                      help="motion score of the positive branch (optical-flow magnitude; < 0 = no motion "
                           "condition; official default 6)")
-    gen.add_argument("--neg-motion", type=float, default=None,
+    gen.add_argument("--neg-motion", type=finite_float, default=None,
                      help="motion score of the negative branch (default: the schedule's, officially 2 then 6)")
     gen.add_argument("--seed", type=int, default=0, help="noise seed")
     gen.add_argument("--out", type=Path, required=True, help="output .mp4 (a .png contact sheet is written beside it)")
@@ -54,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--height", type=int, help="pixels, a multiple of 8 x the schedule's largest patch size")
     gen.add_argument("--frames", type=int, help="8m or 8m+1 frames (e.g. 16, 49, 96; 8m for schedules with f-patch 2 "
                      "stages), or 1 for an image")
-    gen.add_argument("--fps", type=float, help="frame rate of the mp4")
-    gen.add_argument("--cache", type=float, default=0.0, metavar="THRESHOLD",
+    gen.add_argument("--fps", type=finite_float, help="frame rate of the mp4")
+    gen.add_argument("--cache", type=finite_float, default=0.0, metavar="THRESHOLD",
                      help=f"step cache: skip model calls predicted to change little, 0 (off, default) to "
                           f"{MAX_THRESHOLD}; 0.1-0.5 is the useful range (higher skips more and drifts further "
                           "from the uncached video); it starts over at every patch switch")
@@ -64,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "where the device computes it natively (a CPU with AVX512-BF16 or AMX, a CUDA GPU with "
                           "bf16), else fp32")
     gen.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    gen.add_argument("--time-budget", type=float, metavar="SECONDS",
+    gen.add_argument("--time-budget", type=finite_float, metavar="SECONDS",
                      help="fit the schedule into this many seconds of sampling (the model calls only; loading, text "
                           "encoding and decoding come on top): the same stages and switch points on a coarser grid, "
                           "predicted from a calibration of this machine (a few model calls per patch pair, cached in "

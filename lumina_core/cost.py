@@ -38,7 +38,7 @@ import torch
 
 from .model import NextDiTConfig, check_latent_size
 from .sampling import SampleConfig, guided_velocity
-from .schedule import Stage, format_patch, value_at
+from .schedule import Stage, format_patch
 from .video_io import atomic_target
 
 log = logging.getLogger(__name__)
@@ -152,14 +152,37 @@ class StageCost:
 
 
 def predict(config: SampleConfig, costs: CallCosts) -> list[StageCost]:
-    """Predicted seconds and model calls of each stage of ``config`` (in order), from its plan: each call at its
-    stage's patch pair, guided where cfg(t) > 0."""
-    seconds = {stage: 0.0 for stage in config.stages}
-    calls = {stage: 0 for stage in config.stages}
-    for _, t, _, stage in config.plan():
-        seconds[stage] += costs.call_seconds(stage, float(value_at(config.cfg, t)))
-        calls[stage] += 1
-    return [StageCost(stage, calls[stage], seconds[stage]) for stage in config.stages]
+    """Predicted seconds and model calls of each stage of ``config`` (in order): the calls of its plan, each at its
+    stage's patch pair, guided where cfg(t) > 0. Counted on the grid as a whole (a few tensor operations, not one
+    step per call), with the plan's own rules: a grid point belongs to the first stage covering it, compared in
+    float64 as the plan compares its float32 points with the stages' bounds."""
+    points = config.grid()[:-1].double()  # the last grid point is never a call
+    starts = torch.tensor([stage.t_start for stage in config.stages], dtype=torch.float64)
+    ends = torch.tensor([stage.t_end for stage in config.stages], dtype=torch.float64)
+    covers = (points >= starts[:, None]) & (points < ends[:, None])  # [stages, points]
+    first = covers & (covers.cumsum(dim=0) == 1)  # each point's call goes to the first stage covering it
+    guided = guidance_scale(config.cfg, points) > 0
+    all_calls = first.sum(dim=1).tolist()
+    guided_calls = (first & guided).sum(dim=1).tolist()
+    predicted = []
+    for stage, calls, with_guidance in zip(config.stages, all_calls, guided_calls):
+        seconds = 0.0
+        if with_guidance:
+            seconds += with_guidance * costs.call_seconds(stage, 1.0)
+        if calls > with_guidance:
+            seconds += (calls - with_guidance) * costs.call_seconds(stage, 0.0)
+        predicted.append(StageCost(stage, calls, seconds))
+    return predicted
+
+
+def guidance_scale(cfg, points: torch.Tensor) -> torch.Tensor:
+    """A time-aware cfg read at every point (as :func:`~lumina_core.schedule.value_at` reads it at one)."""
+    if not isinstance(cfg, tuple):
+        return torch.full_like(points, float(cfg))
+    thresholds = torch.tensor([threshold for threshold, _ in cfg[1:]], dtype=torch.float64)
+    values = torch.tensor([float(cfg[0]), *(float(value) for _, value in cfg[1:])], dtype=torch.float64)
+    started = (points >= thresholds[:, None]).sum(dim=0)  # thresholds at or before each point
+    return values[started]
 
 
 def predicted_seconds(config: SampleConfig, costs: CallCosts) -> float:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .cache import StepCache
+from .limits import load_json
 from .model import check_latent_size
 from .schedule import (
     Stage,
@@ -56,7 +57,7 @@ class SampleConfig:
 
     ``stages`` must be contiguous (each starts where the previous ends); grid points outside
     them are not evaluated, so a config holding one stage runs just that part of the schedule.
-    ``cfg``, ``motion``, ``neg_motion`` and ``renorm`` are time-aware values (the official configs
+    ``cfg``, ``motion``, ``neg_motion`` and ``renorm`` are time-aware values of finite numbers (the official configs
     use a constant renorm; per-stage values need it time-aware); motion < 0 = no motion condition.
     """
 
@@ -76,16 +77,16 @@ class SampleConfig:
         object.__setattr__(self, "stages", stages)
         object.__setattr__(self, "steps", int(self.steps))
         for name in ("cfg", "motion", "neg_motion", "renorm"):
-            object.__setattr__(self, name, normalize_time_aware(getattr(self, name), name))
+            object.__setattr__(self, name, normalize_time_aware(getattr(self, name), name, numeric=True))
 
     # -- official dicts ----------------------------------------------------------------------
     @classmethod
     def from_official(cls, config: dict | str, name: str = "") -> "SampleConfig":
-        """Build from an official sample-config dict (or its JSON text): P, step, ts, renorm, cfg,
-        motion, negMotion; time-aware values as tuples or JSON lists."""
+        """Build from an official sample-config dict (or its JSON text, read within lumina_core.limits): P, step,
+        ts, renorm, cfg, motion, negMotion; time-aware values as tuples or JSON lists, finite numbers only."""
         if isinstance(config, str):
             try:
-                config = json.loads(config)
+                config = load_json(config, "sample config")
             except json.JSONDecodeError as error:
                 raise ValueError(f"sample config is not valid JSON ({error}); expected an object with keys "
                                  f"{', '.join(OFFICIAL_KEYS)}") from None

@@ -14,6 +14,8 @@ from typing import Any, Sequence, Union
 
 import torch
 
+from .limits import MAX_STAGES, MAX_STEPS, is_finite_number
+
 Scalar = Union[int, float, str]
 
 
@@ -22,9 +24,18 @@ def time_grid(steps: int, shift: float | None) -> torch.Tensor:
 
     t = 0 is noise and t = 1 data; this is ComfyUI's flow ``shift`` with sigma = 1 - t.
     """
-    if int(steps) != steps or steps < 2:
+    if not is_finite_number(steps) or int(steps) != steps:
+        raise ValueError(f"step {steps!r} is not a whole number of grid points; use 2 to {MAX_STEPS} (the official "
+                         "configs use 70)")
+    if steps < 2:
         raise ValueError(f"step {steps} is too small: the grid needs at least 2 points (1 model call); "
                          "use step >= 2 (the official configs use 70)")
+    if steps > MAX_STEPS:
+        raise ValueError(f"step {steps} is above {MAX_STEPS} grid points; use at most {MAX_STEPS} (the official "
+                         "configs use 70)")
+    if shift is not None and not is_finite_number(shift):
+        raise ValueError(f"time shift ts {shift!r} is not a finite number; use ts >= 0 (0 = no shift; official 8 "
+                         "or 24)")
     t = torch.linspace(0.0, 1.0, int(steps))
     if shift:
         if shift < 0:
@@ -33,17 +44,21 @@ def time_grid(steps: int, shift: float | None) -> torch.Tensor:
     return t
 
 
-def normalize_time_aware(value: Any, name: str) -> Scalar | tuple:
-    """Validate a time-aware value (JSON lists accepted) and return it with tuples."""
+def normalize_time_aware(value: Any, name: str, numeric: bool = False) -> Scalar | tuple:
+    """Validate a time-aware value (JSON lists accepted) and return it with tuples. Its values are numbers or
+    strings (numbers only when ``numeric``), and numbers must be finite."""
     if isinstance(value, bool) or value is None:
         raise ValueError(f"{name} {value!r} is not a number/string or a (v0, (t1, v1), ...) sequence")
     if isinstance(value, (int, float, str)):
-        return value
+        return _checked_entry(value, name, numeric)
     if not isinstance(value, (list, tuple)) or not value:
         raise ValueError(f"{name} {value!r} is not a number/string or a (v0, (t1, v1), ...) sequence")
     first, rest = value[0], value[1:]
     if not isinstance(first, (int, float, str)) or isinstance(first, bool):
         raise ValueError(f"{name}: the first entry {first!r} must be the value used from t = 0")
+    _checked_entry(first, name, numeric)
+    if len(rest) > MAX_STAGES:
+        raise ValueError(f"{name} switches {len(rest)} times; at most {MAX_STAGES} switch points are allowed")
     pairs = []
     previous = None
     for entry in rest:
@@ -57,8 +72,18 @@ def normalize_time_aware(value: Any, name: str) -> Scalar | tuple:
             raise ValueError(f"{name}: thresholds {previous} then {threshold} are not increasing; "
                              "list the (t, value) pairs in increasing t")
         previous = threshold
-        pairs.append((float(threshold), item))
+        pairs.append((float(threshold), _checked_entry(item, name, numeric)))
     return (first, *pairs) if pairs else first
+
+
+def _checked_entry(item: Any, name: str, numeric: bool) -> Scalar:
+    """One value of a time-aware value: a finite number, or a string unless ``numeric``."""
+    if isinstance(item, str) and not numeric:
+        return item
+    if not is_finite_number(item):
+        kind = "a finite number" if numeric else "a finite number or a string"
+        raise ValueError(f"{name} value {item!r} is not {kind}; give {kind} (NaN and infinity are refused)")
+    return item
 
 
 def value_at(value: Scalar | Sequence, t: float) -> Any:
@@ -99,6 +124,10 @@ class Stage:
     t_end: float = 1.0
 
     def __post_init__(self):
+        for name in ("t_start", "t_end"):
+            if not is_finite_number(getattr(self, name)):
+                raise ValueError(f"stage {name} {getattr(self, name)!r} is not a finite number; use 0 <= t_start < "
+                                 "t_end <= 1")
         if not 0.0 <= self.t_start < self.t_end <= 1.0:
             raise ValueError(f"stage t range [{self.t_start}, {self.t_end}) is empty or outside [0, 1]; "
                              "use 0 <= t_start < t_end <= 1")
@@ -141,6 +170,9 @@ def check_contiguous(stages: Sequence[Stage], whole: bool = True) -> None:
     """Stages must follow each other in order without gap or overlap; ``whole``: and tile [0, 1]."""
     if not stages:
         raise ValueError("the schedule has no stage; give at least one patch stage")
+    if len(stages) > MAX_STAGES:
+        raise ValueError(f"the schedule has {len(stages)} stages; at most {MAX_STAGES} are allowed (the official "
+                         "ones have 1 or 3)")
     expected = 0.0 if whole else stages[0].t_start
     for stage in stages:
         if abs(stage.t_start - expected) > 1e-9:

@@ -15,10 +15,10 @@ import math
 from itertools import count
 from typing import Optional, Sequence
 
+from .limits import MAX_FRAMES, MAX_SIDE
 from .sampling import SampleConfig
 from .vae import SPATIAL_COMPRESSION, frame_count_for_latents, is_valid_frame_count, latent_count_for_frames
 
-MAX_SIDE = 8192  # pixels; also the Empty Latent Video widgets' limit
 CUSTOM_RESOLUTION = "custom"
 RESOLUTION_TARGETS = (960, 512)  # the official target sizes (f24F96R960, f16F64R512)
 RESOLUTION_PATCH_PIXELS = 32  # the official code sizes its resolution lists by the largest patch: 8 x 4 pixels
@@ -94,6 +94,9 @@ def check_video_size(width: int, height: int, frames: int, config: Optional[Samp
             nearest = f"{multiple}" if lower < multiple else f"{lower} or {lower + multiple}"
             raise ValueError(f"{name} {value} is not a positive multiple of {multiple} pixels ({reason}); "
                              f"use {nearest}")
+    if frames > MAX_FRAMES:
+        raise ValueError(f"frames {frames} is above {MAX_FRAMES}; use at most {MAX_FRAMES} (the official videos have "
+                         "96)")
     latents = latent_count_for_frames(frames)
     if config is None:
         return

@@ -103,7 +103,8 @@ def latent_count_for_frames(frames: int) -> int:
     """
     if not is_valid_frame_count(frames):
         below = next((count for count in range(frames - 1, 0, -1) if is_valid_frame_count(count)), None)
-        above = next(count for count in range(max(frames + 1, 1), frames + 10) if is_valid_frame_count(count))
+        start = max(frames + 1, 1)
+        above = next(count for count in range(start, start + 8) if is_valid_frame_count(count))
         nearest = f"{above}" if below is None else f"{below} or {above}"
         raise ValueError(
             f"frame count {frames} is not valid for the CogVideoX VAE: it must be 8m or 8m+1 "

@@ -8,6 +8,7 @@ from comfy_api.latest import io
 
 from ..lumina_core.budget import BUDGET_SCOPE, fit_budget
 from ..lumina_core.cost import calibration_for
+from ..lumina_core.limits import MAX_BUDGET_SECONDS, MIN_BUDGET_SECONDS
 from ..lumina_core.sampling import check_runnable
 from . import io_types
 from .native import OfficialCall, lumina_video_model
@@ -46,7 +47,7 @@ class LuminaVideoScheduleForTimeBudget(io.ComfyNode):
                                                   "(Lumina-Video Empty Latent Video)."),
                 io_types.Schedule.Input("schedule", tooltip="The base schedule: an official preset or your stages. "
                                                             "Returned unchanged when it fits the budget."),
-                io.Float.Input("seconds", default=60.0, min=0.01, max=1e6, step=1.0,
+                io.Float.Input("seconds", default=60.0, min=MIN_BUDGET_SECONDS, max=MAX_BUDGET_SECONDS, step=1.0,
                                tooltip="Seconds the sampling (the model calls) may take; loading, text encoding and "
                                        "decoding come on top."),
                 io.Conditioning.Input("positive", optional=True,

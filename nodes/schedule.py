@@ -9,6 +9,7 @@ from dataclasses import replace
 from comfy_api.latest import io
 
 from ..lumina_core.demo import DEMO_SCHEDULE
+from ..lumina_core.limits import MAX_SHIFT, MAX_STEPS
 from ..lumina_core.sampling import OFFICIAL_PRESETS, SampleConfig
 from ..lumina_core.schedule import Stage, parse_patch
 from . import io_types
@@ -35,10 +36,10 @@ def t_end_input():
 
 def grid_inputs(note: str = ""):
     return [
-        io.Int.Input("steps", default=70, min=2, max=1000,
+        io.Int.Input("steps", default=70, min=2, max=MAX_STEPS,
                      tooltip="Points of the time grid shared by all stages (N points = N - 1 model calls over the "
                              "whole schedule; official 70)." + note),
-        io.Float.Input("shift", default=8.0, min=0.0, max=100.0, step=0.1,
+        io.Float.Input("shift", default=8.0, min=0.0, max=MAX_SHIFT, step=0.1,
                        tooltip="Time shift ts of the grid, t' = t / (t + ts - ts*t): larger spends more steps near the "
                                "noise. 0 = no shift. Official: 8 (the f16F64R512 configs), 24 (the f24F96R960 "
                                "configs)." + note),
@@ -92,7 +93,7 @@ class LuminaVideoSchedulePreset(io.ComfyNode):
                                tooltip="The official configs by their official names: f24F96R960-MultiScale / "
                                        "f16F64R512-MultiScale: patches 2x4 -> 2x2 -> 1x2 (about 3x faster); "
                                        "f24F96R960 / f16F64R512: 1x2 throughout; demo: for the built-in demo model."),
-                io.Int.Input("steps", default=0, min=0, max=1000,
+                io.Int.Input("steps", default=0, min=0, max=MAX_STEPS,
                              tooltip="Time-grid points (N points = N - 1 model calls). 0 keeps the preset's (70 "
                                      "official, 20 demo)."),
                 io.Float.Input("motion", optional=True, force_input=True,

@@ -10,13 +10,8 @@ import comfy.model_management
 import torch
 from comfy_api.latest import InputImpl, Types, io
 
-from ..lumina_core.sizes import (
-    CUSTOM_RESOLUTION,
-    MAX_SIDE,
-    OFFICIAL_RESOLUTIONS,
-    check_video_size,
-    resolution_size,
-)
+from ..lumina_core.limits import MAX_BATCH, MAX_FRAMES, MAX_SIDE
+from ..lumina_core.sizes import CUSTOM_RESOLUTION, OFFICIAL_RESOLUTIONS, check_video_size, resolution_size
 from ..lumina_core.vae import LATENT_CHANNELS, SPATIAL_COMPRESSION, decode, encode, latent_count_for_frames
 from . import io_types
 from .devices import loaded
@@ -53,11 +48,11 @@ class LuminaVideoEmptyLatentVideo(io.ComfyNode):
                              tooltip="Pixels, used when resolution is custom: a multiple of 8; the sampler needs 8 x "
                                      "the schedule's largest patch (32 for -MultiScale, e.g. 704; 16 for "
                                      "single-scale and demo)."),
-                io.Int.Input("frames", default=16, min=1, max=1025,
+                io.Int.Input("frames", default=16, min=1, max=MAX_FRAMES,
                              tooltip="Video frames: 8m or 8m+1 (e.g. 16, 49, 96; 8m for schedules with f-patch 2 "
                                      "stages), or 1 for an image. The CogVideoX VAE packs 4 frames into one latent "
                                      "frame (96 frames -> 24 latents)."),
-                io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Videos generated at once."),
+                io.Int.Input("batch_size", default=1, min=1, max=MAX_BATCH, tooltip="Videos generated at once."),
             ],
             outputs=[io.Latent.Output(display_name="latent")],
         )

@@ -3,6 +3,7 @@ predicted sampling time fits; more budget, more fine-patch calls; a budget below
 the seconds it needs; the command line's --time-budget."""
 
 import os
+import random
 import re
 import subprocess
 import sys
@@ -13,8 +14,9 @@ import pytest
 
 from lumina_core import cost
 from lumina_core.budget import BudgetTooSmall, fit_budget
-from lumina_core.cost import CallCosts, CostKey, predicted_seconds
+from lumina_core.cost import CallCosts, CostKey, predict, predicted_seconds
 from lumina_core.sampling import SampleConfig
+from lumina_core.schedule import Stage, parse_patch, value_at
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = CostKey("abc", "float32", "test device", (1, 16, 12, 32, 32), 32)
@@ -79,6 +81,57 @@ def test_a_budget_below_the_cheapest_schedule_is_refused_with_its_minimum():
     assert fit_budget(F24, COSTS, cheapest).predicted == pytest.approx(cheapest)
     for budget in (0, -1.0):
         with pytest.raises(ValueError, match=f"time budget {budget} s is not positive"):
+            fit_budget(F24, COSTS, budget)
+
+
+def finest_fitting_steps(base: SampleConfig, costs: CallCosts, budget: float) -> int | None:
+    """The reference: every grid from the base's down, each walked call by call (SampleConfig.plan)."""
+    for steps in range(base.steps, 1, -1):
+        plan = replace(base, steps=steps).plan()
+        seconds = sum(costs.call_seconds(stage, float(value_at(base.cfg, t))) for _, t, _, stage in plan)
+        if {stage for _, _, _, stage in plan} == set(base.stages) and seconds <= budget:
+            return steps
+    return None
+
+
+def random_schedule(rng: random.Random) -> SampleConfig:
+    """Up to 4 stages of the calibrated pairs (switch points on round and random t, some stages a hair apart, as
+    float widgets leave them) and a cfg that switches on and off."""
+    bounds = sorted({rng.choice([0.03, 0.125, 0.25, 0.5, round(rng.random(), 2), rng.random()])
+                     for _ in range(rng.randint(0, 3))} - {0.0})
+    starts, ends = [0.0, *bounds], [*bounds, 1.0]
+    starts = [start + rng.choice([0.0, 0.0, 1e-10, -1e-10]) if index else start for index, start in enumerate(starts)]
+    stages = tuple(Stage(*parse_patch(rng.choice(list(COSTS.guided))), start, end) for start, end in zip(starts, ends))
+    switches = sorted({rng.choice([0.0, 0.2, 0.5, rng.random()]) for _ in range(rng.randint(0, 3))})
+    cfg = (rng.choice([0.0, 4.0]), *((t, rng.choice([0.0, 3.0])) for t in switches))
+    return SampleConfig(stages=stages, steps=rng.randint(2, 120), shift=rng.choice([None, 3.0, 24.0, 100.0]),
+                        cfg=cfg if switches else cfg[0])
+
+
+def test_predictions_count_the_calls_on_the_grid_without_walking_the_plan(monkeypatch):
+    """predict counts each stage's guided and unguided calls on the whole grid at once (no step-by-step walk, which
+    made fitting quadratic in the step count) with the plan's own rules, and fit_budget still returns the finest
+    grid that fits: the same as trying every grid call by call."""
+    rng = random.Random(0)
+    cases = []
+    for _ in range(60):
+        base = random_schedule(rng)
+        calls = [sum(1 for _, _, _, stage in base.plan() if stage == s) for s in base.stages]
+        budget = rng.uniform(0.05, 1.2) * predicted_seconds(base, COSTS)
+        cases.append((base, calls, budget, finest_fitting_steps(base, COSTS, budget)))
+    monkeypatch.setattr(SampleConfig, "plan", lambda self: pytest.fail("a prediction walked the plan call by call"))
+    for base, calls, budget, expected in cases:
+        assert [stage.calls for stage in predict(base, COSTS)] == calls
+        if expected is None:
+            with pytest.raises(ValueError):
+                fit_budget(base, COSTS, budget)
+        else:
+            assert fit_budget(base, COSTS, budget).config.steps == expected, (base, budget)
+
+
+def test_a_budget_that_is_not_a_finite_number_is_refused():
+    for budget in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=f"time budget {budget} s is not positive and finite"):
             fit_budget(F24, COSTS, budget)
 
 

@@ -55,6 +55,14 @@ def no_model_loads(monkeypatch):
     (["--parallel", "cfg=4"], "--parallel: parallel degree cfg=4 is not 1 or 2"),
     (["--parallel", "ulysses=two"], "--parallel: parallel plan 'ulysses=two': ulysses='two' is not a whole number"),
     (["--parallel", "auto", "--cache", "0.2"], "--cache does not work with --parallel"),
+    (["--motion", "nan"], "argument --motion: 'nan' is not a finite number"),
+    (["--neg-motion=-inf"], "argument --neg-motion: '-inf' is not a finite number"),
+    (["--fps", "nan"], "argument --fps: 'nan' is not a finite number"),
+    (["--time-budget", "inf"], "argument --time-budget: 'inf' is not a finite number"),
+    (["--schedule", '{"P": "1x2", "step": 10, "ts": NaN}'], "sample config holds NaN, which is not a finite number"),
+    (["--schedule", '{"P": "1x2", "step": 10, "cfg": [4, [0.5, 1e999]]}'], "sample config holds 1e999"),
+    (["--steps", "1001"], "step 1001 is above 1000 grid points"),
+    (["--frames", "2048"], "frames 2048 is above 1025"),
 ])
 def test_bad_values_fail_fast_with_a_clear_message(tmp_path, capsys, no_model_loads, extra, message):
     with pytest.raises(SystemExit) as exit_info:

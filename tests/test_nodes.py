@@ -149,6 +149,36 @@ def test_json_node_reads_official_dicts_and_names_bad_json():
         run(LuminaVideoScheduleJSON, '{"P": "1x2", "steps": 30}')
 
 
+STAGE_WIDGETS = {"patch": "1x2", "t_end": 1.0, "cfg": 4.0, "motion": 6.0, "neg_motion": 2.0, "renorm": -1.0,
+                 "steps": 10, "shift": 3.0}
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("cfg", float("nan"), "cfg value nan is not a finite number"),
+    ("motion", float("inf"), "motion value inf is not a finite number"),
+    ("neg_motion", float("nan"), "neg_motion value nan is not a finite number"),
+    ("renorm", float("-inf"), "renorm value -inf is not a finite number"),
+    ("shift", float("nan"), "time shift ts nan is not a finite number"),
+])
+def test_schedule_nodes_refuse_non_finite_values_by_name(field, value, message):
+    """ComfyUI's min/max check lets NaN through (every comparison with it is false); the schedule refuses it."""
+    with pytest.raises(ValueError, match=message):
+        run(LuminaVideoScheduleStage, **{**STAGE_WIDGETS, field: value})
+    if field != "shift":  # a later stage keeps the first stage's grid
+        first = run(LuminaVideoScheduleStage, **{**STAGE_WIDGETS, "t_end": 0.5})[0]
+        with pytest.raises(ValueError, match=message):
+            run(LuminaVideoScheduleStage, **{**STAGE_WIDGETS, field: value}, previous=first)
+
+
+def test_preset_and_json_nodes_refuse_non_finite_values_by_name():
+    with pytest.raises(ValueError, match="motion value nan is not a finite number"):
+        run(LuminaVideoSchedulePreset, "demo", 0, motion=float("nan"))
+    with pytest.raises(ValueError, match="sample config holds NaN, which is not a finite number"):
+        run(LuminaVideoScheduleJSON, '{"P": "1x2", "step": 10, "cfg": NaN}')
+    with pytest.raises(ValueError, match="sample config holds Infinity"):
+        run(LuminaVideoScheduleJSON, '{"P": "1x2", "step": 10, "ts": Infinity}')
+
+
 def test_stage_node_chain_equals_the_official_f24_preset():
     preset = SampleConfig.preset("f24F96R960-MultiScale")
     # The official values switch inside patch stages (negMotion at 0.05, cfg at 0.2): one stage node each.

@@ -4,6 +4,7 @@ fits the base schedule or refuses with the minimum), the plan route's predicted 
 
 import base64
 import io
+from dataclasses import replace
 
 from comfy_pack import demo_captions, demo_model, run  # boots ComfyUI in-process: before any comfy import
 
@@ -14,6 +15,7 @@ from lumina_video_pack.lumina_core import cost
 from lumina_video_pack.lumina_core.budget import BudgetTooSmall
 from lumina_video_pack.lumina_core.cost import CostKey, architecture_hash, predicted_seconds
 from lumina_video_pack.lumina_core.draft import DRAFT_SCALE, draft_call
+from lumina_video_pack.lumina_core.limits import MIN_BUDGET_SECONDS
 from lumina_video_pack.lumina_core.sampling import SampleConfig
 from lumina_video_pack.lumina_core.sizes import CUSTOM_RESOLUTION
 from lumina_video_pack.nodes import sampler as sampler_module
@@ -107,8 +109,10 @@ def test_the_plan_route_shows_the_budget_node_s_schedule(model, latent):
     shown = plan({"budget": {"seconds": half, "base": base_request}, "cost": context})
     assert shown["total_calls"] == len(fitted.plan()) and shown["budget"] == summary.split("\nPrediction:")[0]
     assert shown["budget_seconds"] == half and shown["seconds"] <= half
+    slow = replace(entry, guided=dict.fromkeys(entry.guided, 1.0), unguided=dict.fromkeys(entry.unguided, 1.0))
+    cost.store(slow)  # so that the smallest budget the widget allows is below the cheapest schedule
     with pytest.raises(BudgetTooSmall, match="raise the budget to at least"):  # the page shows it as the error
-        plan({"budget": {"seconds": 1e-9, "base": base_request}, "cost": context})
+        plan({"budget": {"seconds": MIN_BUDGET_SECONDS, "base": base_request}, "cost": context})
 
 
 def test_the_sampler_sends_one_draft_at_the_end_of_the_first_stage_and_the_same_latent(model, latent, captions,

@@ -66,6 +66,52 @@ def test_bad_official_configs_are_refused(config, message):
         SampleConfig.from_official(config)
 
 
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("shift", NAN, "time shift ts nan is not a finite number"),
+    ("shift", INF, "time shift ts inf is not a finite number"),
+    ("cfg", NAN, "cfg value nan is not a finite number"),
+    ("cfg", (20, (0.2, INF)), "cfg value inf is not a finite number"),
+    ("motion", NAN, "motion value nan is not a finite number"),
+    ("neg_motion", (2.0, (0.05, -INF)), "neg_motion value -inf is not a finite number"),
+    ("renorm", INF, "renorm value inf is not a finite number"),
+    ("steps", INF, "step inf is not a whole number"),
+])
+def test_non_finite_schedule_values_are_refused_by_name(field, value, message):
+    """A NaN or infinite time shift or guidance value would leave the sampler without a model call (or feed it
+    NaN): every schedule is refused when it is made."""
+    base = SampleConfig.preset("f24F96R960-MultiScale")
+    with pytest.raises(ValueError, match=message):
+        SampleConfig(**{"stages": base.stages, "steps": base.steps, "shift": base.shift, field: value})
+    with pytest.raises(ValueError, match=message):
+        replace(base, **{field: value})
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"P": "1x2", "ts": NaN}', "sample config holds NaN, which is not a finite number"),
+    ('{"P": "1x2", "ts": Infinity}', "sample config holds Infinity, which is not a finite number"),
+    ('{"P": "1x2", "cfg": [4, [0.5, -Infinity]]}', "sample config holds -Infinity"),
+    ('{"P": "1x2", "cfg": 1e400}', "sample config holds 1e400, which is not a finite number"),
+    ('{"P": "1x2", "motion": 1' + "0" * 400 + "}", r"sample config holds 100000000000\.\.\. \(401 characters\)"),
+    ('{"P": "1x2", "motion": ' + "[" * 5000 + "]" * 5000 + "}", "nests lists and objects more than 8 deep"),
+    ('{"P": "1x2", "motion": 6.0' + " " * 70000 + "}", "sample config is 70027 bytes long; the limit is 65536"),
+])
+def test_official_json_holds_finite_numbers_within_the_limits(text, message):
+    with pytest.raises(ValueError, match=message):
+        SampleConfig.from_official(text)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("ts", NAN, "time shift ts nan"), ("cfg", [NAN, [0.5, 0]], "cfg value nan"), ("motion", INF, "motion value inf"),
+    ("negMotion", [2.0, [0.05, NAN]], "neg_motion value nan"), ("renorm", NAN, "renorm value nan"),
+])
+def test_official_dicts_with_non_finite_values_are_refused(key, value, message):
+    with pytest.raises(ValueError, match=message):
+        SampleConfig.from_official({"P": "1x2", "step": 10, key: value})
+
+
 def test_running_stages_one_at_a_time_equals_one_call_bit_for_bit(tiny_model, noise, captions):
     config = small(SampleConfig.preset("f24F96R960-MultiScale"), steps=12)
     whole = sample(tiny_model, noise, *captions, config)

@@ -3,8 +3,10 @@
 import pytest
 import torch
 
+from lumina_core.limits import MAX_STAGES, MAX_STEPS
 from lumina_core.schedule import (
     Stage,
+    check_contiguous,
     normalize_time_aware,
     parse_patch,
     patch_schedule_from_stages,
@@ -81,3 +83,50 @@ def test_stage_step_counts_on_the_official_960p_grid():
 def test_empty_stage_range_is_refused():
     with pytest.raises(ValueError, match="empty or outside"):
         Stage(2, 1, 0.5, 0.5)
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("steps, shift, message", [
+    (NAN, None, "step nan is not a whole number"),
+    (INF, None, "step inf is not a whole number"),
+    ("70", None, "step '70' is not a whole number"),
+    (MAX_STEPS + 1, None, f"step {MAX_STEPS + 1} is above {MAX_STEPS} grid points"),
+    (10, NAN, "time shift ts nan is not a finite number"),
+    (10, INF, "time shift ts inf is not a finite number"),
+])
+def test_grid_refuses_non_finite_and_oversized_values(steps, shift, message):
+    with pytest.raises(ValueError, match=message):
+        time_grid(steps, shift)
+
+
+@pytest.mark.parametrize("value, shown", [
+    (NAN, "nan"), (-INF, "-inf"), ((4.0, (0.5, NAN)), "nan"), ((INF, (0.5, 1.0)), "inf"), ((4.0, (0.5, None)), "None"),
+])
+def test_time_aware_numbers_must_be_finite(value, shown):
+    with pytest.raises(ValueError, match=f"cfg value {shown} is not a finite number"):
+        normalize_time_aware(value, "cfg", numeric=True)
+    with pytest.raises(ValueError, match="cfg value 'high' is not a finite number"):
+        normalize_time_aware((4.0, (0.5, "high")), "cfg", numeric=True)
+    assert normalize_time_aware(("2x4", (0.5, "1x2")), "P") == ("2x4", (0.5, "1x2"))  # strings where not numeric
+
+
+@pytest.mark.parametrize("t_start, t_end", [(NAN, 1.0), (0.0, NAN), (0.0, INF)])
+def test_stage_times_must_be_finite(t_start, t_end):
+    with pytest.raises(ValueError, match=r"stage t_(start|end) (nan|inf) is not a finite number"):
+        Stage(2, 1, t_start, t_end)
+
+
+def test_a_schedule_has_at_most_max_stages_stages_and_switch_points():
+    switches = (4.0, *((i / (MAX_STAGES + 2), 4.0) for i in range(1, MAX_STAGES + 2)))
+    with pytest.raises(ValueError, match=f"cfg switches {MAX_STAGES + 1} times; at most {MAX_STAGES}"):
+        normalize_time_aware(switches, "cfg")
+    patches = ("1x2", *((t, "1x2") for t, _ in switches[1:]))
+    with pytest.raises(ValueError, match=f"P switches {MAX_STAGES + 1} times"):
+        stages_from_patch_schedule(patches)
+    bounds = [i / (MAX_STAGES + 1) for i in range(MAX_STAGES + 2)]
+    stages = [Stage(2, 1, start, end) for start, end in zip(bounds, bounds[1:])]
+    with pytest.raises(ValueError, match=f"the schedule has {MAX_STAGES + 1} stages; at most {MAX_STAGES}"):
+        check_contiguous(stages)
+    check_contiguous(stages[:MAX_STAGES - 1] + [Stage(2, 1, bounds[MAX_STAGES - 1], 1.0)])

@@ -3,11 +3,13 @@ labels Empty Latent Video offers. The size rule itself is checked by the table i
 
 import pytest
 
+from lumina_core.limits import MAX_FRAMES
 from lumina_core.sampling import SampleConfig
 from lumina_core.sizes import (
     CUSTOM_RESOLUTION,
     OFFICIAL_RESOLUTIONS,
     check_latent_video_size,
+    check_video_size,
     crop_sizes,
     resolution_size,
 )
@@ -62,3 +64,13 @@ def test_latent_size_is_checked_in_pixels():
         check_latent_video_size((1, 16, 13, 88, 156), config)
     with pytest.raises(ValueError, match=r"latent shape \(16, 88, 156\) is not \[B, C, F, H, W\]"):
         check_latent_video_size((16, 88, 156), config)
+
+
+@pytest.mark.parametrize("frames, message", [
+    (MAX_FRAMES + 7, f"frames {MAX_FRAMES + 7} is above {MAX_FRAMES}"),
+    (-9, "frame count -9 is not valid for the CogVideoX VAE.*use 1$"),
+    (-1000, "frame count -1000 is not valid for the CogVideoX VAE.*use 1$"),
+])
+def test_frame_counts_outside_the_widget_range_are_refused(frames, message):
+    with pytest.raises(ValueError, match=message):
+        check_video_size(64, 64, frames)
