@@ -48,15 +48,15 @@ import comfy.utils  # noqa: E402
 from comfy_extras.nodes_custom_sampler import KSamplerSelect, RandomNoise, SamplerCustomAdvanced  # noqa: E402
 from comfy_extras.nodes_easycache import EasyCacheNode  # noqa: E402
 from lumina_video_pack.lumina_core import demo  # noqa: E402
-from lumina_video_pack.lumina_core.cache import StepCache  # noqa: E402
+from lumina_video_pack.lumina_core.app.pipeline import VideoRequest, latent_shape  # noqa: E402
 from lumina_video_pack.lumina_core.model import NextDiT, NextDiTConfig, compute_frames, patch_key  # noqa: E402
-from lumina_video_pack.lumina_core.pipeline import VideoRequest, latent_shape  # noqa: E402
 from lumina_video_pack.lumina_core.sampling import SampleConfig, guided_velocity, sample, seeded_noise  # noqa: E402
+from lumina_video_pack.lumina_core.step_cache import StepCache  # noqa: E402
 from lumina_video_pack.lumina_core.text import encode_prompts  # noqa: E402
 from lumina_video_pack.lumina_core.vae import SCALING_FACTOR, decode  # noqa: E402
-from lumina_video_pack.nodes.cache import LuminaVideoStepCache  # noqa: E402
 from lumina_video_pack.nodes.guidance import LuminaVideoGuider, LuminaVideoSigmas  # noqa: E402
 from lumina_video_pack.nodes.native import native_model  # noqa: E402
+from lumina_video_pack.nodes.step_cache import LuminaVideoStepCache  # noqa: E402
 from lumina_video_pack.nodes.text import conditioning  # noqa: E402
 
 THRESHOLDS = (0.1, 0.2, 0.5, 1.0)

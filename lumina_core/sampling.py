@@ -21,7 +21,6 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .cache import StepCache
 from .model import check_latent_size
 from .schedule import (
     Stage,
@@ -32,6 +31,7 @@ from .schedule import (
     time_grid,
     value_at,
 )
+from .step_cache import StepCache
 
 Caption = tuple[torch.Tensor, torch.Tensor]  # (features [B, L, D], mask [B, L])
 

@@ -11,13 +11,12 @@ import comfy.utils
 import torch
 from comfy_api.latest import io
 
-from ..lumina_core import ray_ranks
-from ..lumina_core.parallel import ParallelPlan, check_plan
+from ..lumina_core.parallel import ParallelPlan, check_plan, ray_ranks
 from ..lumina_core.sampling import SampleConfig, seeded_noise
 from . import io_types
-from .cache import attached_cache
 from .native import LuminaVideoDiT
 from .sampler import TOOLTIPS, prepare, preview, stage_output
+from .step_cache import attached_cache
 
 PREFIX = "diffusion_model."
 _model_keys: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

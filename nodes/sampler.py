@@ -20,7 +20,6 @@ from ..lumina_core.sampling import SampleConfig, check_runnable, sample, seeded_
 from ..lumina_core.sizes import check_latent_video_size
 from ..lumina_core.vae import SCALING_FACTOR
 from . import io_types
-from .cache import attached_cache, log_summary
 from .devices import loaded
 from .native import MOTION_KEY, OfficialCall, lumina_video_model
 from .schedule import (
@@ -30,6 +29,7 @@ from .schedule import (
     stage_config,
     t_end_input,
 )
+from .step_cache import attached_cache, log_summary
 
 STAGE_END = "lumina_video_stage_end"
 """Key of a sampler's LATENT output: {"t", "steps", "shift", "latent"}: where on which grid the latent stands, and

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 from size_rule import SIZE_TABLE, cli_verdict
 
-from lumina_core import cli, demo
+from lumina_core import demo
+from lumina_core.app import cli
 from lumina_core.precision import resolve_dtype
 
 ROOT = Path(__file__).resolve().parents[1]  # the CLI runs from the repository, as the README says

@@ -4,9 +4,10 @@ prompt asks for."""
 import numpy as np
 import pytest
 
-from lumina_core import demo, demo_data
-from lumina_core.pipeline import VideoRequest, generate_video
+from lumina_core import demo
+from lumina_core.app.pipeline import VideoRequest, generate_video
 from lumina_core.sampling import SampleConfig
+from training import demo_data
 
 pytestmark = pytest.mark.skipif(not demo.DEMO_IS_TRAINED, reason="no trained demo files in lumina_core/demo_models")
 

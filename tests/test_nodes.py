@@ -17,9 +17,9 @@ import pytest
 import torch
 from comfy.cli_args import LatentPreviewMethod
 from comfy_api.latest import io
+from lumina_video_pack.lumina_core.app.pipeline import VideoRequest, generate_latents
 from lumina_video_pack.lumina_core.checkpoint import save_model
 from lumina_video_pack.lumina_core.motion import motion_score
-from lumina_video_pack.lumina_core.pipeline import VideoRequest, generate_latents
 from lumina_video_pack.lumina_core.sampling import OFFICIAL_PRESETS, SampleConfig
 from lumina_video_pack.lumina_core.schedule import Stage, value_at
 from lumina_video_pack.lumina_core.sizes import CUSTOM_RESOLUTION

@@ -20,9 +20,9 @@ from conftest import relative_error
 from parallel_worker import case_inputs, load_model
 from safetensors.torch import load_file
 
-from lumina_core import cli
+from lumina_core.app import cli
 from lumina_core.model import NextDiTConfig, attention
-from lumina_core.parallel import (
+from lumina_core.parallel.sampler import (
     ParallelPlan,
     attention_with_lse,
     check_plan,
@@ -149,8 +149,8 @@ def test_degree_one_runs_without_a_process_group_and_stops_when_asked(tiny_model
 
 
 def test_single_process_paths_never_import_yunchang(tmp_path):
-    code = ("import sys, lumina_core, lumina_core.parallel, lumina_core.pipeline\n"
-            "from lumina_core import cli\n"
+    code = ("import sys, lumina_core, lumina_core.parallel, lumina_core.app.pipeline\n"
+            "from lumina_core.app import cli\n"
             f"args = cli.build_parser().parse_args(['generate', '--prompt', 'x', '--out', r'{tmp_path / 'v.mp4'}'])\n"
             "cli.plan(args)\n"
             "print('yunchang' in sys.modules)")

@@ -1,6 +1,6 @@
-"""The sampler on 2 Ray actors (lumina_core.ray_ranks): equal to the single-process sampler for the demo model and
-the parity config, one pool kept across runs (same actors, model sent once), stop requests, a killed rank. One local
-Ray session for the module; Ray is a dev requirement, so CI runs these (a developer without it gets a skip)."""
+"""The sampler on 2 Ray actors (lumina_core.parallel.ray_ranks): equal to the single-process sampler for the demo model
+and the parity config, one pool kept across runs (same actors, model sent once), stop requests, a killed rank. One
+local Ray session for the module; Ray is a dev requirement, so CI runs these (a developer without it gets a skip)."""
 
 import subprocess
 import sys
@@ -12,9 +12,8 @@ import torch
 from comfy_host import IN_CI
 from conftest import caption, relative_error
 
-from lumina_core import ray_ranks
 from lumina_core.demo import build_transformer
-from lumina_core.parallel import ParallelPlan
+from lumina_core.parallel import ParallelPlan, ray_ranks
 from lumina_core.sampling import SampleConfig, sample, seeded_noise
 
 try:
@@ -173,7 +172,7 @@ def test_another_world_size_replaces_the_pool(demo, pool):
 def test_the_ranks_stop_when_the_driver_exits():
     """A server's run: the pool made on a worker thread (as ComfyUI's executor does), then the process exits."""
     code = ("import os, threading\n"
-            "from lumina_core import ray_ranks\n"
+            "from lumina_core.parallel import ray_ranks\n"
             "def start():\n"
             "    pool = ray_ranks.rank_pool(1, 'cpu')\n"
             "    print(pool.ray.get(pool.workers[0].__ray_call__.remote(lambda worker: os.getpid())), flush=True)\n"

@@ -17,11 +17,11 @@ import torch
 from comfy.cli_args import LatentPreviewMethod
 from comfy_host import COMFYUI_PATH, IN_CI
 from conftest import relative_error
-from lumina_video_pack.lumina_core import ray_ranks
-from lumina_video_pack.nodes.cache import LuminaVideoStepCache
+from lumina_video_pack.lumina_core.parallel import ray_ranks
 from lumina_video_pack.nodes.ray_sampler import LuminaVideoRaySampler
 from lumina_video_pack.nodes.sampler import STAGE_END, LuminaVideoSampler
 from lumina_video_pack.nodes.schedule import LuminaVideoSchedulePreset
+from lumina_video_pack.nodes.step_cache import LuminaVideoStepCache
 from lumina_video_pack.nodes.video import LuminaVideoEmptyLatentVideo
 
 try:

@@ -8,8 +8,8 @@ import torch
 from conftest import caption, relative_error
 
 from lumina_core import demo
-from lumina_core.cache import StepCache
 from lumina_core.sampling import SampleConfig, sample
+from lumina_core.step_cache import StepCache
 
 EXTRAPOLATION_TOL = 1e-5
 """A skipped call of an output linear in t is out_last + (t - t_last) * slope, exact in real arithmetic; float32

@@ -11,13 +11,13 @@ import comfy.model_management
 import pytest
 import torch
 from comfy_extras.nodes_custom_sampler import KSamplerSelect, RandomNoise, SamplerCustomAdvanced
-from lumina_video_pack.lumina_core.cache import StepCache
 from lumina_video_pack.lumina_core.sampling import SampleConfig, sample, seeded_noise
+from lumina_video_pack.lumina_core.step_cache import StepCache
 from lumina_video_pack.lumina_core.vae import SCALING_FACTOR
-from lumina_video_pack.nodes.cache import LuminaVideoStepCache
 from lumina_video_pack.nodes.guidance import LuminaVideoGuider, LuminaVideoSigmas
 from lumina_video_pack.nodes.native import OfficialCall
 from lumina_video_pack.nodes.sampler import LuminaVideoSampler, LuminaVideoStageSampler, caption_rows
+from lumina_video_pack.nodes.step_cache import LuminaVideoStepCache
 from lumina_video_pack.nodes.video import LuminaVideoEmptyLatentVideo
 
 THRESHOLD = 0.3

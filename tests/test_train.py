@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from lumina_core import demo, demo_data, train
+from lumina_core import demo
 from lumina_core.vae import decode, encode
+from training import demo_data, train
 
 
 def test_clips_are_deterministic_and_captioned_with_known_words():

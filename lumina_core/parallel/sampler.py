@@ -37,7 +37,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from .sampling import Caption, SampleConfig, check_sample_inputs, guidance_at, guide, guided_velocity
+from ..sampling import Caption, SampleConfig, check_sample_inputs, guidance_at, guide, guided_velocity
 
 DEGREES = ("cfg", "ulysses", "ring")
 DEFAULT_TIMEOUT_S = 600.0  # longest a collective waits for a silent process before it fails
@@ -465,7 +465,7 @@ def parallel_sample(model, noise: torch.Tensor, cond: Caption, uncond: Optional[
 
 def rank_share(plan: ParallelPlan, rank: int, latent_shape, config: SampleConfig) -> str:
     """What process ``rank`` computes in a guided call: its cfg row and its token slice per patch pair."""
-    from .model import compute_frames
+    from ..model import compute_frames
 
     ring_rank, ulysses_rank = rank // plan.ulysses % plan.ring, rank % plan.ulysses
     cfg_rank = rank // plan.sequence_degree

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .cache import MAX_THRESHOLD, StepCache
-from .precision import AUTO, DTYPES, resolve_dtype
-from .sampling import OFFICIAL_PRESETS, SampleConfig
+from ..precision import AUTO, DTYPES, resolve_dtype
+from ..sampling import OFFICIAL_PRESETS, SampleConfig
+from ..step_cache import MAX_THRESHOLD, StepCache
 
 if TYPE_CHECKING:
     from .pipeline import VideoRequest
@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_schedule(text: str | None, use_demo: bool) -> SampleConfig:
-    from .demo import DEMO_SCHEDULE
+    from ..demo import DEMO_SCHEDULE
 
     if text is None:
         if use_demo:
@@ -142,9 +142,9 @@ def step_cache(threshold: float) -> StepCache | None:
 
 def plan(args) -> tuple[SampleConfig, "VideoRequest", float, StepCache | None]:
     """Validate every value; returns (schedule, request, fps, step cache or None)."""
-    from .demo import DEMO_SIZE
+    from ..demo import DEMO_SIZE
+    from ..sizes import check_video_size
     from .pipeline import VideoRequest
-    from .sizes import check_video_size
 
     check_paths(args)
     cache = step_cache(args.cache)
@@ -176,7 +176,7 @@ def plan(args) -> tuple[SampleConfig, "VideoRequest", float, StepCache | None]:
 def check_parallel_args(args) -> None:
     """--parallel's syntax and the flags it cannot go with (the degrees are checked against the launched
     processes and the model's heads once the model is loaded)."""
-    from .parallel import ParallelPlan
+    from ..parallel import ParallelPlan
 
     for flag, value in (("--cache", args.cache or None), ("--time-budget", args.time_budget)):
         if value is not None:
@@ -191,7 +191,7 @@ def check_parallel_args(args) -> None:
 def start_parallel(args, model, config: SampleConfig):
     """(plan, rank, world size) of a --parallel run: joins torchrun's process group when there is one (else
     a world of 1) and checks the plan against it and the model."""
-    from .parallel import TORCHRUN_ENV, ParallelPlan, check_plan, init_process_group
+    from ..parallel import TORCHRUN_ENV, ParallelPlan, check_plan, init_process_group
 
     rank, world_size = init_process_group() if all(name in os.environ for name in TORCHRUN_ENV) else (0, 1)
     try:
@@ -211,10 +211,10 @@ def device_of(args) -> torch.device:
 
 
 def load_components(args):
-    from .checkpoint import load_model
-    from .demo import DEMO_IS_TRAINED, load_demo
-    from .text import load_text_encoder
-    from .vae import load_vae
+    from ..checkpoint import load_model
+    from ..demo import DEMO_IS_TRAINED, load_demo
+    from ..text import load_text_encoder
+    from ..vae import load_vae
 
     dtypes = {part: DTYPES[name] for part, name in component_dtypes(args).items()}
     device = device_of(args)
@@ -234,8 +234,8 @@ def load_components(args):
 def fit_time_budget(args, model, captions, request: "VideoRequest", config: SampleConfig) -> SampleConfig:
     """The schedule fitted into --time-budget on this machine (calibrating first when no calibration of this
     model, size, dtype and device is cached); prints what was traded."""
-    from .budget import fit_budget
-    from .cost import calibration_for
+    from ..budget import fit_budget
+    from ..cost import calibration_for
     from .pipeline import latent_shape
 
     device = next(model.parameters()).device
@@ -251,7 +251,7 @@ def sample_parallel(model, captions, request: "VideoRequest", config: SampleConf
     """The request sampled by every process of a --parallel run; each logs its share and its seconds."""
     import torch.distributed as dist
 
-    from .parallel import parallel_sample, rank_share
+    from ..parallel import parallel_sample, rank_share
     from .pipeline import initial_noise, latent_shape
 
     plan, rank, world_size = parallel
@@ -269,9 +269,9 @@ def generate(args) -> Path | None:
     """Make the video; returns its path (None on the other processes of a --parallel run)."""
     from tqdm import tqdm
 
-    from .draft import DRAFT_SCALE, FirstStageDraft, decode_draft
+    from ..draft import DRAFT_SCALE, FirstStageDraft, decode_draft
+    from ..video_io import write_contact_sheet, write_mp4
     from .pipeline import check_request, decode_frames, encode_request, sample_request
-    from .video_io import write_contact_sheet, write_mp4
     from .workflow import GenerationGraph
     from .workflow import metadata as workflow_metadata
 

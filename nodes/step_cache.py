@@ -16,7 +16,7 @@ import comfy.model_management
 import comfy.patcher_extension
 from comfy_api.latest import io
 
-from ..lumina_core.cache import MAX_THRESHOLD, StepCache
+from ..lumina_core.step_cache import MAX_THRESHOLD, StepCache
 from .native import lumina_video_model, row_motion
 
 STEP_CACHE_KEY = "lumina_video_step_cache"

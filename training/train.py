@@ -1,9 +1,10 @@
-"""Train the demo models with the Lumina-Video recipe at demo scale (``python -m lumina_core.train``).
+"""Train the demo models with the Lumina-Video recipe at demo scale (``python -m training.train`` from the
+repository root).
 
 Four commands, run in this order (docs/demo_training.md has the exact lines that made the shipped
 files):
 
-    data    render the procedural clips/stills (lumina_core.demo_data) and label every clip's
+    data    render the procedural clips/stills (training.demo_data) and label every clip's
             motion with optical flow, once, into an .npz
     vae     train the tiny CogVideoX VAE (reconstruction + small KL) on freshly drawn clips
     dit     encode the data set once (VAE latents, text features), then train the Multi-scale
@@ -31,7 +32,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import demo, demo_data
+from lumina_core import demo
+
+from . import demo_data
 
 DEFAULT_OUT = Path("out/demo")
 
@@ -137,7 +140,7 @@ def save_vae(vae, path: Path, metadata: dict | None = None) -> Path:
     """One .safetensors with the diffusers config as JSON in its metadata (what vae.load_vae reads)."""
     from safetensors.torch import save_file
 
-    from .vae import CONFIG_METADATA_KEY
+    from lumina_core.vae import CONFIG_METADATA_KEY
 
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {CONFIG_METADATA_KEY: json.dumps(vae_config()), **{k: str(v) for k, v in (metadata or {}).items()}}
@@ -151,7 +154,7 @@ def save_vae(vae, path: Path, metadata: dict | None = None) -> Path:
 @torch.no_grad()
 def latent_channel_std(vae, frames: torch.Tensor) -> torch.Tensor:
     """Per-channel std of ``vae.encode`` latents (scaled by s) of frames [B, F, H, W, 3]."""
-    from .vae import encode
+    from lumina_core.vae import encode
 
     latents = encode(vae.eval(), frames)
     return latents.transpose(0, 1).reshape(latents.shape[1], -1).std(dim=1)
@@ -196,7 +199,7 @@ def command_vae(args) -> None:
     state_path, log_path = out / "state.pt", out / "log.txt"
     if args.decoder_from:
         # Decoder fine-tuning: the encoder (and so every latent a DiT was trained on) stays as it is.
-        from .vae import load_vae
+        from lumina_core.vae import load_vae
 
         vae = load_vae(args.decoder_from).train().requires_grad_(False)
         vae.decoder.requires_grad_(True)
@@ -271,7 +274,7 @@ def command_vae(args) -> None:
 @torch.no_grad()
 def report_vae(vae, seed: int, log_path: Path) -> float:
     """PSNR of decode(encode(x)) on fresh clips and stills, through lumina_core.vae."""
-    from .vae import decode, encode
+    from lumina_core.vae import decode, encode
 
     clips = vae_batch(20_000_000, 8, seed)
     images = vae_image_batch(20_000_000, 8, seed)
@@ -302,8 +305,8 @@ def build_latent_cache(data: dict, vae, text_model, tokenizer, batch: int = 16, 
     with per-sample row indices, and the measured motion labels."""
     from tqdm import tqdm
 
-    from .text import encode_prompts
-    from .vae import encode
+    from lumina_core.text import encode_prompts
+    from lumina_core.vae import encode
 
     def latents_of(frames: np.ndarray) -> torch.Tensor:
         chunks = [encode(vae, torch.from_numpy(frames[i:i + batch]).float() / 255)
@@ -410,7 +413,7 @@ def training_step(model, optimizer, cache: dict, patch: tuple[int, int], videos:
 
 def build_training_transformer(seed: int):
     """The demo NextDiT with the official initialisation (zeroed adaLN and output layers)."""
-    from .model import NextDiT
+    from lumina_core.model import NextDiT
 
     torch.manual_seed(seed)
     return NextDiT(demo.TRANSFORMER_CONFIG)
@@ -462,8 +465,8 @@ def command_dit(args) -> None:
 
     from tqdm import tqdm
 
-    from .checkpoint import save_model
-    from .vae import load_vae
+    from lumina_core.checkpoint import save_model
+    from lumina_core.vae import load_vae
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -565,7 +568,7 @@ def command_export(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lumina_core.train", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     data = commands.add_parser("data", help="render clips + stills and measure motion labels into an .npz")
@@ -614,7 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="write the shipped demo files")
     export.add_argument("--dit", type=Path, default=DEFAULT_OUT / "dit" / "transformer.safetensors")
     export.add_argument("--vae", type=Path, default=DEFAULT_OUT / "vae" / "vae.safetensors")
-    export.add_argument("--out", type=Path, default=Path(__file__).parent / "demo_models")
+    export.add_argument("--out", type=Path, default=demo.MODELS_DIR)
     return parser
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .sizes import CUSTOM_RESOLUTION
+from ..sizes import CUSTOM_RESOLUTION
 
 DEMO_ENTRY = "lumina-video-demo (built-in)"
 SAME_FOLDER = "(from the text encoder folder)"

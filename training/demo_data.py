@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .motion import motion_score
+from lumina_core.motion import motion_score
 
 WIDTH = HEIGHT = 64
 FRAMES = 16

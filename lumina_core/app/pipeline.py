@@ -8,11 +8,11 @@ from typing import Callable, Optional
 
 import torch
 
-from .cache import StepCache
-from .sampling import SampleConfig, check_runnable, sample, seeded_noise
-from .sizes import check_video_size
-from .text import encode_prompts
-from .vae import LATENT_CHANNELS, SPATIAL_COMPRESSION, decode, latent_count_for_frames
+from ..sampling import SampleConfig, check_runnable, sample, seeded_noise
+from ..sizes import check_video_size
+from ..step_cache import StepCache
+from ..text import encode_prompts
+from ..vae import LATENT_CHANNELS, SPATIAL_COMPRESSION, decode, latent_count_for_frames
 
 
 @dataclass(frozen=True)
