@@ -251,7 +251,7 @@ def sample(model, noise: torch.Tensor, cond: Caption, uncond: Optional[Caption],
     after every step, before the Euler update (x is the latent at t). An exception raised in
     it stops sampling; the input tensors are never modified.
 
-    ``cache`` (a fresh :class:`~lumina_core.cache.StepCache`) may replace guided velocities by predictions;
+    ``cache`` (a fresh :class:`~lumina_core.step_cache.StepCache`) may replace guided velocities by predictions;
     it starts over at every stage and at every change of cfg, motion, negative motion or renorm, so the
     first calls after a patch switch or cfg truncation always run the model. ``cache.summary()`` then says
     how many calls it skipped per stage.

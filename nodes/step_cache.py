@@ -1,4 +1,4 @@
-"""Step cache node: a MODEL whose model calls may be skipped and predicted (lumina_core.cache.StepCache), safe
+"""Step cache node: a MODEL whose model calls may be skipped and predicted (lumina_core.step_cache.StepCache), safe
 across patch switches and cfg truncation, under the pack's samplers and ComfyUI's own.
 
 The MODEL carries the cache's settings under ``transformer_options[STEP_CACHE_KEY]``. The pack's samplers give
