@@ -15,7 +15,7 @@ from comfy.cli_args import LatentPreviewMethod, args
 from comfy_api.latest import io
 from PIL import Image
 
-from ..lumina_core.draft import DRAFT_SCALE, FirstStageDraft, decode_draft
+from ..lumina_core.draft import DRAFT_SCALE, FirstStageDraft, decode_draft, predicted_clean
 from ..lumina_core.sampling import SampleConfig, check_runnable, sample, seeded_noise
 from ..lumina_core.sizes import check_latent_video_size
 from ..lumina_core.vae import SCALING_FACTOR
@@ -77,12 +77,11 @@ def with_conditioning_motion(config: SampleConfig, positive: list, negative: lis
 
 
 def preview(info: dict):
-    """Cheap live preview: the predicted clean latent x + (1 - t) v, its first 3 channels averaged over
-    frames and each stretched to [0, 1]; None when previews are off."""
+    """Cheap live preview: the predicted clean latent (the draft's), its first 3 channels averaged over frames
+    and each stretched to [0, 1]; None when previews are off."""
     if args.preview_method == LatentPreviewMethod.NoPreviews:
         return None
-    clean = info["x"][0, :3] + (1.0 - info["t"]) * info["velocity"][0, :3]  # [3, F, h, w]
-    rgb = clean.float().mean(dim=1)
+    rgb = predicted_clean(info)[0, :3].mean(dim=1)  # [3, F, h, w] -> [3, h, w]
     low, high = rgb.amin(dim=(1, 2), keepdim=True), rgb.amax(dim=(1, 2), keepdim=True)
     rgb = (rgb - low) / (high - low).clamp_min(1e-6)
     pixels = (rgb.permute(1, 2, 0) * 255).round().to(torch.uint8).cpu().numpy()
