@@ -48,9 +48,9 @@ import comfy.utils  # noqa: E402
 from comfy_extras.nodes_custom_sampler import KSamplerSelect, RandomNoise, SamplerCustomAdvanced  # noqa: E402
 from comfy_extras.nodes_easycache import EasyCacheNode  # noqa: E402
 from lumina_video_pack.lumina_core import demo  # noqa: E402
-from lumina_video_pack.lumina_core.app.pipeline import VideoRequest, latent_shape  # noqa: E402
 from lumina_video_pack.lumina_core.model import NextDiT, NextDiTConfig, compute_frames, patch_key  # noqa: E402
 from lumina_video_pack.lumina_core.sampling import SampleConfig, guided_velocity, sample, seeded_noise  # noqa: E402
+from lumina_video_pack.lumina_core.sizes import latent_shape  # noqa: E402
 from lumina_video_pack.lumina_core.step_cache import StepCache  # noqa: E402
 from lumina_video_pack.lumina_core.text import encode_prompts  # noqa: E402
 from lumina_video_pack.lumina_core.vae import SCALING_FACTOR, decode  # noqa: E402
@@ -253,8 +253,7 @@ def demo_case() -> Case:
     config = replace(SampleConfig.from_official(demo.DEMO_SCHEDULE, name="demo"), steps=70)
     feats, mask = encode_prompts(components.text_model, components.tokenizer, ["a red circle moving left", ""])
     size = demo.DEMO_SIZE
-    noise = seeded_noise(latent_shape(VideoRequest("", width=size["width"], height=size["height"],
-                                                   frames=size["frames"])), SEED)
+    noise = seeded_noise(latent_shape(size["width"], size["height"], size["frames"]), SEED)
     vae = components.vae
     frames = {}
 

@@ -34,8 +34,8 @@ from ..lumina_core.checkpoint import OFFICIAL_WEIGHT_FILES, read_config
 from ..lumina_core.cost import CallCosts, architecture_hash, latest_for, predict
 from ..lumina_core.sampling import SampleConfig
 from ..lumina_core.schedule import Stage, format_patch, parse_patch
-from ..lumina_core.sizes import resolution_size
-from ..lumina_core.vae import LATENT_CHANNELS, SPATIAL_COMPRESSION, latent_count_for_frames
+from ..lumina_core.sizes import latent_shape, resolution_size
+from ..lumina_core.vae import LATENT_CHANNELS
 from .model_files import DEMO, resolve
 from .schedule import preset_config
 from .video import LuminaVideoEmptyLatentVideo
@@ -131,7 +131,7 @@ def latent_size(request: dict) -> dict:
     if verdict is not True:
         raise ValueError(verdict)
     width, height = resolution_size(resolution, width, height)
-    return {"latent": [latent_count_for_frames(frames), height // SPATIAL_COMPRESSION, width // SPATIAL_COMPRESSION]}
+    return {"latent": list(latent_shape(width, height, frames)[2:])}
 
 
 def json_handler(answer):

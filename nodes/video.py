@@ -15,9 +15,10 @@ from ..lumina_core.sizes import (
     MAX_SIDE,
     OFFICIAL_RESOLUTIONS,
     check_video_size,
+    latent_shape,
     resolution_size,
 )
-from ..lumina_core.vae import LATENT_CHANNELS, SPATIAL_COMPRESSION, decode, encode, latent_count_for_frames
+from ..lumina_core.vae import SPATIAL_COMPRESSION, decode, encode
 from . import io_types
 from .devices import loaded
 
@@ -76,8 +77,7 @@ class LuminaVideoEmptyLatentVideo(io.ComfyNode):
     def execute(cls, resolution, width, height, frames, batch_size) -> io.NodeOutput:
         width, height = resolution_size(resolution, width, height)
         check_video_size(width, height, frames)
-        shape = (batch_size, LATENT_CHANNELS, latent_count_for_frames(frames),
-                 height // SPATIAL_COMPRESSION, width // SPATIAL_COMPRESSION)
+        shape = latent_shape(width, height, frames, batch_size)
         return io.NodeOutput({"samples": torch.zeros(shape, device=comfy.model_management.intermediate_device())})
 
 

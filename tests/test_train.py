@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lumina_core import demo
+from lumina_core.schedule import shift_time
 from lumina_core.vae import decode, encode
 from training import demo_data, train
 
@@ -139,10 +140,10 @@ def test_each_video_patch_pair_trains_at_its_own_noise_levels():
     assert shifts == {(1, 1): 2.0, (2, 1): 4.0, (2, 2): 8.0}  # the official 2 / 4 / 8, finest to coarsest
     assert all(train.time_shift(pair, pairs, video=False) == 1.0 for pair in pairs)  # stills unshifted
     u = torch.linspace(0, 1, 101)
-    assert torch.allclose(train.shifted_t(u, 1.0), u, atol=1e-7)  # u / (u + 1 - u): rounding only
+    assert torch.allclose(shift_time(u, 1.0), u, atol=1e-7)  # u / (u + 1 - u): rounding only
     # s > 1 pushes t towards noise (t = 0) and keeps the ends; the median of t is 1 / (1 + s).
     for shift in (2.0, 4.0, 8.0):
-        t = train.shifted_t(u, shift)
+        t = shift_time(u, shift)
         assert t[0] == 0 and t[-1] == 1 and torch.all(t[1:-1] < u[1:-1])
         assert abs(t[50].item() - 1 / (1 + shift)) < 1e-6
 

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from lumina_core import demo
+from lumina_core.schedule import shift_time
 
 from . import demo_data
 
@@ -129,13 +130,6 @@ def vae_config() -> dict:
     return {"_class_name": "AutoencoderKLCogVideoX", **demo.VAE_CONFIG}
 
 
-def build_training_vae(seed: int):
-    from diffusers import AutoencoderKLCogVideoX
-
-    torch.manual_seed(seed)
-    return AutoencoderKLCogVideoX(**demo.VAE_CONFIG)
-
-
 def save_vae(vae, path: Path, metadata: dict | None = None) -> Path:
     """One .safetensors with the diffusers config as JSON in its metadata (what vae.load_vae reads)."""
     from safetensors.torch import save_file
@@ -204,7 +198,7 @@ def command_vae(args) -> None:
         vae = load_vae(args.decoder_from).train().requires_grad_(False)
         vae.decoder.requires_grad_(True)
     else:
-        vae = build_training_vae(args.seed).train()
+        vae = demo.seeded_vae(args.seed).train()
     trained = [p for p in vae.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=args.lr, weight_decay=0.0)
     step = 0
@@ -361,23 +355,18 @@ def time_shift(pair: tuple[int, int], pairs, video: bool) -> float:
     return 2.0 ** (by_tokens.index(tuple(pair)) + 1)
 
 
-def shifted_t(u: torch.Tensor, shift: float) -> torch.Tensor:
-    """t = u / (u + s - s u): u ~ U[0, 1] mapped towards 0 (noise) for s > 1, unchanged for s = 1."""
-    return u / (u + shift - shift * u)
-
-
 def flow_matching_loss(model, x1: torch.Tensor, feats: torch.Tensor, mask: torch.Tensor, motion: torch.Tensor,
                        patch_size: int, f_patch_size: int, generator: torch.Generator, shift: float = 1.0,
                        bf16: bool = False) -> torch.Tensor:
     """Per-item loss MSE + (1 - cosine similarity) of the predicted velocity (Lumina-Video recipe).
 
-    t = shifted_t(u, shift) with u ~ U[0, 1] (0 = noise, 1 = data), x_t = t x1 + (1 - t) x0 with
+    t = shift_time(u, shift) with u ~ U[0, 1] (0 = noise, 1 = data), x_t = t x1 + (1 - t) x0 with
     x0 ~ N(0, I), target x1 - x0: the velocity lumina_core.sampling integrates from t = 0 to t = 1.
     Noise and t are drawn on the CPU generator (the same numbers on every device) and moved to x1's
     device. ``bf16`` runs the model under bfloat16 autocast (weights and loss stay float32).
     """
     batch, device = x1.shape[0], x1.device
-    t = shifted_t(torch.rand(batch, generator=generator), shift).to(device)
+    t = shift_time(torch.rand(batch, generator=generator), shift).to(device)
     x0 = torch.randn(x1.shape, generator=generator).to(device)
     t_ = t.view(-1, 1, 1, 1, 1)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):

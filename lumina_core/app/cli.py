@@ -236,10 +236,9 @@ def fit_time_budget(args, model, captions, request: "VideoRequest", config: Samp
     model, size, dtype and device is cached); prints what was traded."""
     from ..budget import fit_budget
     from ..cost import calibration_for
-    from .pipeline import latent_shape
 
     device = next(model.parameters()).device
-    costs, measured = calibration_for(model, latent_shape(request), captions[0][0].shape[1], device, config)
+    costs, measured = calibration_for(model, request.latent_shape, captions[0][0].shape[1], device, config)
     if measured:
         print(f"calibrated this machine ({costs.key.text})", file=sys.stderr)
     fitted = fit_budget(config, costs, args.time_budget)
@@ -252,13 +251,13 @@ def sample_parallel(model, captions, request: "VideoRequest", config: SampleConf
     import torch.distributed as dist
 
     from ..parallel import parallel_sample, rank_share
-    from .pipeline import initial_noise, latent_shape
+    from .pipeline import initial_noise
 
     plan, rank, world_size = parallel
     began = time.perf_counter()
     noise = initial_noise(request).to(next(model.parameters()).device)
     latents = parallel_sample(model, noise, *captions, config, plan, callback=callback)
-    print(f"{rank_share(plan, rank, latent_shape(request), config)}; sampled in {time.perf_counter() - began:.2f} s",
+    print(f"{rank_share(plan, rank, request.latent_shape, config)}; sampled in {time.perf_counter() - began:.2f} s",
           file=sys.stderr, flush=True)
     if world_size > 1:
         dist.destroy_process_group()

@@ -91,11 +91,11 @@ def seeded_text_model(vocab_size: int):
     return model
 
 
-def seeded_vae():
-    """An untrained demo VAE (seeded random weights; the starting point of training)."""
+def seeded_vae(seed: int = DEMO_SEED):
+    """An untrained demo VAE (random weights from ``seed``; the starting point of training)."""
     from diffusers import AutoencoderKLCogVideoX
 
-    torch.manual_seed(DEMO_SEED)
+    torch.manual_seed(seed)
     return AutoencoderKLCogVideoX(**VAE_CONFIG).eval()
 
 

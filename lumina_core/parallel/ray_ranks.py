@@ -25,11 +25,9 @@ import torch
 from ..model import NextDiTConfig
 from ..sampling import Caption, SampleConfig
 from . import ray_worker
+from .sampler import DEFAULT_TIMEOUT_S
 
 DEVICES = ("cpu", "cuda")
-DEFAULT_TIMEOUT_S = 600.0
-"""How long the pool waits for the actors to start, for a model to load and for each step, before it calls the
-ranks hung, shuts them down and raises."""
 POLL_S = 0.05  # how often the driver relays steps and checks for a stop request while the ranks sample
 STOP_GRACE_S = 10.0  # how long ranks may take to finish after one of them failed, before the pool is torn down
 MIN_OBJECT_STORE = 128 << 20  # a local Ray's shared memory at least (the node asks for this plus the weights)

@@ -40,7 +40,9 @@ import torch.nn.functional as F
 from ..sampling import Caption, SampleConfig, check_sample_inputs, guide, guided_velocity, integrate
 
 DEGREES = ("cfg", "ulysses", "ring")
-DEFAULT_TIMEOUT_S = 600.0  # longest a collective waits for a silent process before it fails
+DEFAULT_TIMEOUT_S = 600.0
+"""Longest a collective waits for a silent process before it fails; the Ray pool also waits this long for its actors
+to start, for a model to load and for each step, before it calls the ranks hung, shuts them down and raises."""
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 _group_timeout_s = DEFAULT_TIMEOUT_S  # the timeout init_process_group was given, for the subgroups
 
