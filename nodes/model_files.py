@@ -7,7 +7,7 @@ import os
 
 import folder_paths
 
-DEMO = "lumina-video-demo (built-in)"
+from ..lumina_core.app.node_table import DEMO_ENTRY as DEMO
 
 
 def model_folders(folder_name: str, markers: tuple[str, ...]) -> list[str]:

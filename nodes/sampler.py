@@ -15,6 +15,7 @@ from comfy.cli_args import LatentPreviewMethod, args
 from comfy_api.latest import io
 from PIL import Image
 
+from ..lumina_core.app.node_table import SAMPLER
 from ..lumina_core.draft import DRAFT_SCALE, FirstStageDraft, decode_draft, predicted_clean
 from ..lumina_core.sampling import SampleConfig, check_runnable, sample, seeded_noise
 from ..lumina_core.sizes import check_latent_video_size
@@ -186,7 +187,7 @@ class LuminaVideoSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="LuminaVideoSampler",
+            node_id=SAMPLER.id,
             display_name="Lumina-Video Sampler",
             category="Lumina-Video/sampling",
             description="Runs a whole schedule from seeded noise: Euler steps on the shifted time grid, each stage "

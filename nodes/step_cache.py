@@ -16,6 +16,7 @@ import comfy.model_management
 import comfy.patcher_extension
 from comfy_api.latest import io
 
+from ..lumina_core.app.node_table import STEP_CACHE
 from ..lumina_core.step_cache import MAX_THRESHOLD, StepCache
 from .native import lumina_video_model, row_motion
 
@@ -86,7 +87,7 @@ class LuminaVideoStepCache(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="LuminaVideoStepCache",
+            node_id=STEP_CACHE.id,
             display_name="Lumina-Video Step Cache",
             category="Lumina-Video/sampling",
             description="Skips model calls whose output is predicted to change little (EasyCache's transformation "

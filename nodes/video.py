@@ -10,6 +10,7 @@ import comfy.model_management
 import torch
 from comfy_api.latest import InputImpl, Types, io
 
+from ..lumina_core.app.node_table import EMPTY_LATENT_VIDEO, VAE_DECODE
 from ..lumina_core.sizes import (
     CUSTOM_RESOLUTION,
     MAX_SIDE,
@@ -36,7 +37,7 @@ class LuminaVideoEmptyLatentVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="LuminaVideoEmptyLatentVideo",
+            node_id=EMPTY_LATENT_VIDEO.id,
             display_name="Lumina-Video Empty Latent Video",
             category="Lumina-Video/latent",
             description="A zero LATENT [batch, 16, latent frames, height/8, width/8] that sets the video size.",
@@ -85,7 +86,7 @@ class LuminaVideoVAEDecode(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="LuminaVideoVAEDecode",
+            node_id=VAE_DECODE.id,
             display_name="Lumina-Video VAE Decode",
             category="Lumina-Video/latent",
             description="Decodes latents (from the Lumina-Video samplers or any core sampler) with the CogVideoX VAE "

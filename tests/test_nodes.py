@@ -17,6 +17,9 @@ import pytest
 import torch
 from comfy.cli_args import LatentPreviewMethod
 from comfy_api.latest import io
+from comfy_extras.nodes_video import SaveVideo
+from comfy_host import widget_inputs
+from lumina_video_pack.lumina_core.app import node_table
 from lumina_video_pack.lumina_core.app.pipeline import VideoRequest, generate_latents
 from lumina_video_pack.lumina_core.checkpoint import save_model
 from lumina_video_pack.lumina_core.motion import motion_score
@@ -111,6 +114,21 @@ def test_schema_names_category_tooltips_and_ranges(node):
             assert spec.min is not None and spec.max is not None and spec.min <= spec.default <= spec.max
         if isinstance(spec, io.Combo.Input):
             assert spec.options and (spec.default is None or spec.default in spec.options)
+
+
+@pytest.mark.parametrize("names", [*node_table.PACK_NODES, node_table.SAVE_VIDEO], ids=lambda names: names.id)
+def test_the_node_table_names_each_node_as_it_is(names):
+    """The command line writes its graphs in the node table's names: each node's widgets (in order, and which one
+    has a control after generate value), its sockets and its outputs are the table's."""
+    node = {node.GET_SCHEMA().node_id: node for node in [*NODES, SaveVideo]}[names.id]
+    info = json.loads(json.dumps(node.GET_NODE_INFO_V1()))  # as /object_info serves it
+    widgets = widget_inputs(info)
+    assert [name for name, _ in widgets] == list(names.widgets)
+    assert [name for name, control in widgets if control] == ([names.control_after] if names.control_after else [])
+    sockets = [(name, info["input"][section][name][0]) for section in ("required", "optional")
+               for name in info["input_order"].get(section, []) if name not in dict(widgets)]
+    assert sockets == list(names.inputs)
+    assert list(zip(info["output_name"], info["output"])) == list(names.outputs)
 
 
 def test_demo_loaders_leave_the_global_rng_alone():
