@@ -60,7 +60,7 @@ def demo(repeats: int) -> None:
     components, plans = {}, {}
     for dtype in DTYPES:
         args = cli.build_parser().parse_args(["generate", "--prompt", "x", "--out", "unused.mp4", "--dtype", dtype])
-        config, request, _ = cli.plan(args)
+        config, request, _ = cli.resolve_settings(args)
         components[dtype], plans[dtype] = cli.load_components(args), (config, request)
     print(f"\ndemo, command-line path ({plans['fp32'][1].width}x{plans['fp32'][1].height}, "
           f"{plans['fp32'][1].frames} frames, {plans['fp32'][0].steps} grid steps); errors against fp32")

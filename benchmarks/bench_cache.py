@@ -123,7 +123,7 @@ def tally(steps, config, n_layers) -> dict:
     """Full / partial calls and cross-switch answers of a run's steps."""
     full = partial = cross = 0
     last_pair = None
-    for events, (_, _, _, stage) in zip(steps, config.plan()):
+    for events, (_, _, _, stage) in zip(steps, config.model_calls()):
         pair = patch_key(stage.patch_size, stage.f_patch_size)
         blocks = sum(kind == "block" for kind, *_ in events)
         if blocks == n_layers:
@@ -182,7 +182,7 @@ class Case:
         self.rows.append((label, counts, flops / self.reference_flops, seconds, quality))
 
     def print(self, psnr_of: str):
-        calls = len(self.config.plan())
+        calls = len(self.config.model_calls())
         print(f"\n{self.name}: {calls} grid steps; PSNR of {psnr_of} vs the uncached lumina_core run")
         print(f"| {'run':48s} | calls run | DiT FLOPs | FLOP saving | time s | PSNR dB | cross |")
         print(f"|{'-' * 50}|-----------|-----------|-------------|--------|---------|-------|")
@@ -207,7 +207,7 @@ def run_case(case: Case, cache_dit):
     case.core(f"  same, from {start:.3f} (after the last switch)", run(EasyCacheNode, copied, 0.2, start, 0.95,
                                                                         False)[0])
     if cache_dit is not None:
-        for label, settings in cache_dit_settings(cache_dit, len(case.config.plan())):
+        for label, settings in cache_dit_settings(cache_dit, len(case.config.model_calls())):
             model = copy.deepcopy(case.model)
             enable_cache_dit(cache_dit, model, *settings)
             case.lumina_core(label, model=model)

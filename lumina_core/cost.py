@@ -121,11 +121,11 @@ class StageCost:
 
 
 def predict(config: SampleConfig, costs: CallCosts) -> list[StageCost]:
-    """Predicted seconds and model calls of each stage of ``config`` (in order), from its plan: each call at its
-    stage's patch pair, guided where cfg(t) > 0."""
+    """Predicted seconds and number of model calls of each stage of ``config`` (in order): each of its model calls
+    at its stage's patch pair, guided where cfg(t) > 0."""
     seconds = {stage: 0.0 for stage in config.stages}
     calls = {stage: 0 for stage in config.stages}
-    for _, t, _, stage in config.plan():
+    for _, t, _, stage in config.model_calls():
         seconds[stage] += costs.call_seconds(stage, float(value_at(config.cfg, t)))
         calls[stage] += 1
     return [StageCost(stage, calls[stage], seconds[stage]) for stage in config.stages]

@@ -131,9 +131,9 @@ class SampleConfig:
     @property
     def guided(self) -> bool:
         """True when some model call of this config runs with cfg > 0 (it then needs a negative caption)."""
-        return any(value_at(self.cfg, t) > 0 for _, t, _, _ in self.plan())
+        return any(value_at(self.cfg, t) > 0 for _, t, _, _ in self.model_calls())
 
-    def plan(self) -> list[tuple[int, float, float, Stage]]:
+    def model_calls(self) -> list[tuple[int, float, float, Stage]]:
         """(grid index, t, t_next, stage) of every model call this config makes, in order."""
         grid = self.grid().tolist()
         calls = []
@@ -258,7 +258,7 @@ def integrate(noise: torch.Tensor, config: SampleConfig, velocity: Velocity,
     velocity, before the update (x is the latent at t). ``should_stop()`` is asked before every model call; when
     it answers true the loop raises InterruptedError.
     """
-    calls = config.plan()
+    calls = config.model_calls()
     x = noise.float()
     grid = config.grid()
     for index, (step, t, t_next, stage) in enumerate(calls):

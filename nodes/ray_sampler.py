@@ -72,7 +72,7 @@ def run_on_ranks(model_patcher, positive: list, negative: list, noise: torch.Ten
         comfy.model_management.soft_empty_cache()
     weight_bytes = sum(t.numel() * t.element_size() for t in network.state_dict().values())
     pool = ray_ranks.rank_pool(ranks, device, object_store_bytes=ray_ranks.MIN_OBJECT_STORE + weight_bytes)
-    progress = comfy.utils.ProgressBar(len(config.plan()))
+    progress = comfy.utils.ProgressBar(len(config.model_calls()))
 
     def on_progress(info: dict) -> None:
         progress.update_absolute(info["index"] + 1, info["total"], preview(info))

@@ -84,7 +84,7 @@ def plan_of(config: SampleConfig, costs: Optional[CallCosts]) -> dict:
     """Stages with their model-call counts (and predicted seconds when a calibration covers them), and the t of
     every call."""
     grid = config.grid()
-    calls = config.plan()
+    calls = config.model_calls()
     answer = {
         "stages": [{"patch": stage.patch, "t_start": stage.t_start, "t_end": stage.t_end,
                     "calls": stage.steps_on(grid)} for stage in config.stages],

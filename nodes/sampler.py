@@ -158,7 +158,7 @@ def run(model_patcher, positive: list, negative: list, x: torch.Tensor, config: 
     network, cond, uncond, config = prepare(model_patcher, positive, negative, x, config)
     comfy.model_management.load_models_gpu([model_patcher])  # patches (LoRA) applied, partly loaded if memory asks
     device = model_patcher.load_device
-    progress = comfy.utils.ProgressBar(len(config.plan()))
+    progress = comfy.utils.ProgressBar(len(config.model_calls()))
     draft = drafter(model_patcher, draft_vae, config)
 
     def callback(info: dict) -> None:

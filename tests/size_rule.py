@@ -34,7 +34,7 @@ def cli_verdict(width: int, height: int, frames: int, schedule: str):
     if schedule != "demo":  # the command line's default schedule is the demo's
         argv += ["--schedule", schedule]
     try:
-        cli.plan(cli.build_parser().parse_args(argv))
+        cli.resolve_settings(cli.build_parser().parse_args(argv))
     except ValueError as error:
         return str(error)
     return None

@@ -145,6 +145,6 @@ def test_the_cache_folder_follows_the_environment(cache_dir, monkeypatch, tmp_pa
 
 def test_guided_calls_in_the_prediction_follow_time_aware_cfg():
     config = SampleConfig.from_official({"P": "1x2", "step": 11, "ts": 0, "cfg": [4.0, [0.5, 0.0]]})
-    guided = sum(1 for _, t, _, _ in config.plan() if value_at(config.cfg, t) > 0)
+    guided = sum(1 for _, t, _, _ in config.model_calls() if value_at(config.cfg, t) > 0)
     assert guided == 5  # t = 0, 0.1, ..., 0.4
     assert predicted_seconds(config, COSTS) == pytest.approx(5 * 10.0 + 5 * 4.0)

@@ -28,7 +28,7 @@ def demo():
 
 
 def test_the_draft_comes_at_the_last_call_of_the_first_stage():
-    calls = DEMO.plan()
+    calls = DEMO.model_calls()
     index = draft_call(DEMO)
     assert calls[index][3] == DEMO.stages[0] and calls[index + 1][3] == DEMO.stages[1]
     assert draft_call(SampleConfig.preset("f24F96R960")) is None  # one stage: it ends with the final video

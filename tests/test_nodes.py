@@ -191,7 +191,8 @@ def test_stage_node_chain_equals_the_official_f24_preset():
 def calls(config):
     """(grid index, patch, cfg, motion, negative motion, renorm) of every model call."""
     values = (config.cfg, config.motion, config.neg_motion, config.renorm)
-    return [(index, stage.patch, *(value_at(value, t) for value in values)) for index, t, _, stage in config.plan()]
+    return [(index, stage.patch, *(value_at(value, t) for value in values))
+            for index, t, _, stage in config.model_calls()]
 
 
 def test_stage_node_refuses_a_stage_that_does_not_move_forward():
@@ -211,7 +212,7 @@ def test_plan_for_the_timeline_counts_calls_per_stage():
     stages = [{"patch": s["patch"], "t_start": start, "t_end": s["t_end"]}
               for s, start in zip(STAGES, (0.0, 0.3, 0.7))]
     chained = plan({"stages": stages, "steps": STEPS, "shift": SHIFT})
-    assert chained["call_times"] == [t for _, t, _, _ in chain().plan()]
+    assert chained["call_times"] == [t for _, t, _, _ in chain().model_calls()]
     with pytest.raises(ValueError, match="'FxP'"):
         plan({"stages": [{"patch": "3y2", "t_start": 0.0, "t_end": 1.0}], "steps": 7, "shift": 3.0})
 
@@ -319,7 +320,7 @@ def test_progress_counts_every_model_call_and_sends_previews(model, captions, la
     monkeypatch.setattr(comfy.cli_args.args, "preview_method", LatentPreviewMethod.Latent2RGB)
     schedule = chain()
     run(LuminaVideoSampler, model, positive, negative, latent, schedule, 0)
-    total = len(schedule.plan())
+    total = len(schedule.model_calls())
     assert [(value, count) for value, count, _ in updates] == [(i, total) for i in range(1, total + 1)]
     kind, image, _ = updates[-1][2]
     assert kind == "JPEG" and image.size == (4, 4) and image.mode == "RGB"

@@ -98,14 +98,14 @@ def test_the_plan_route_shows_the_budget_node_s_schedule(model, latent):
     context = {"model_name": DEMO, "latent": SIZE}
     base_request = {"preset": "demo", "steps": 12}
     waiting = plan({"budget": {"seconds": 1.0, "base": base_request}, "cost": context})
-    assert waiting["total_calls"] == len(BASE.plan()) and "once this model and size are calibrated" in \
+    assert waiting["total_calls"] == len(BASE.model_calls()) and "once this model and size are calibrated" in \
         waiting["budget"]
     budget(model, latent, 1e6)
     [entry] = cost.load_cache()
     half = predicted_seconds(BASE, entry) / 2
     fitted, summary = budget(model, latent, half)
     shown = plan({"budget": {"seconds": half, "base": base_request}, "cost": context})
-    assert shown["total_calls"] == len(fitted.plan()) and shown["budget"] == summary.split("\nPrediction:")[0]
+    assert shown["total_calls"] == len(fitted.model_calls()) and shown["budget"] == summary.split("\nPrediction:")[0]
     assert shown["budget_seconds"] == half and shown["seconds"] <= half
     with pytest.raises(BudgetTooSmall, match="raise the budget to at least"):  # the page shows it as the error
         plan({"budget": {"seconds": 1e-9, "base": base_request}, "cost": context})
@@ -126,7 +126,7 @@ def test_the_sampler_sends_one_draft_at_the_end_of_the_first_stage_and_the_same_
     assert torch.equal(plain, drafted)  # a draft only reads the sampler's tensors: an exact contract
     [(data, shown_after)] = sent
     assert shown_after == draft_call(BASE)  # before the progress of its own call, with the fine stages to come
-    assert shown_after < len(BASE.plan()) - 1
+    assert shown_after < len(BASE.model_calls()) - 1
     assert data["t"] < BASE.stages[0].t_end and data["seconds"] > 0
     header, encoded = data["image"].split(",", 1)
     assert header == "data:image/webp;base64"

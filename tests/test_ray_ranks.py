@@ -98,7 +98,7 @@ def test_progress_reaches_the_driver_and_a_stop_request_stops_the_ranks(demo, po
     noise, cond, uncond = inputs(demo, (1, 16, 2, 8, 8))
     events = []
     pool.run(spec, noise, cond, uncond, DEMO_CONFIG, plan, on_progress=events.append)
-    total = len(DEMO_CONFIG.plan())
+    total = len(DEMO_CONFIG.model_calls())
     assert [event["index"] for event in events] == list(range(total)) and events[0]["total"] == total
     assert events[0]["x"].shape == events[0]["velocity"].shape == (1, 3, 2, 8, 8)  # what a preview reads
 
@@ -113,7 +113,7 @@ def test_progress_reaches_the_driver_and_a_stop_request_stops_the_ranks(demo, po
     events.clear()
     with pytest.raises(InterruptedError):
         pool.run(spec, noise, cond, uncond, long, plan, on_progress=events.append, should_stop=lambda: bool(events))
-    assert 1 <= len(events) < len(long.plan())
+    assert 1 <= len(events) < len(long.model_calls())
     assert pool.alive  # every rank stopped at the same step: the pool stays usable
     assert relative_error(pool.run(spec, noise, cond, uncond, DEMO_CONFIG, plan),
                           sample(demo, noise, cond, uncond, DEMO_CONFIG)) < PARALLEL_TOL

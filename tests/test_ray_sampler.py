@@ -100,7 +100,7 @@ def test_progress_and_previews(model, captions, latent, schedule, monkeypatch):
                         lambda value, total, preview, node_id=None: updates.append((value, total, preview)))
     monkeypatch.setattr(comfy.cli_args.args, "preview_method", LatentPreviewMethod.Latent2RGB)
     run(LuminaVideoRaySampler, model, positive, negative, latent, schedule, 0, **RANKS)
-    total = len(schedule.plan())
+    total = len(schedule.model_calls())
     assert [(value, count) for value, count, _ in updates] == [(i, total) for i in range(1, total + 1)]
     kind, image, _ = updates[-1][2]
     assert kind == "JPEG" and image.size == (4, 4) and image.mode == "RGB"

@@ -95,7 +95,7 @@ def test_core_sampler_skips_calls_but_not_after_a_switch_or_cfg_truncation_and_l
     uncached = core_sample(model, positive, negative, latent)
     with caplog.at_level(logging.INFO), CallLog(cached_model) as log:
         cached = core_sample(cached_model, positive, negative, latent)
-    plan = SCHEDULE.plan()
+    plan = SCHEDULE.model_calls()
     assert len(log.calls) == len(plan)  # cond and uncond batch into one call per step
     segments = {}  # (patch pair, rows) -> patch run per call (None = skipped)
     for (rows, ran), (_, t, _, _) in zip(log.calls, plan):

@@ -140,7 +140,7 @@ def step_cache(threshold: float) -> StepCache | None:
     return cache if threshold > 0 else None
 
 
-def plan(args) -> tuple[SampleConfig, "VideoRequest", float, StepCache | None]:
+def resolve_settings(args) -> tuple[SampleConfig, "VideoRequest", float, StepCache | None]:
     """Validate every value; returns (schedule, request, fps, step cache or None)."""
     from ..demo import DEMO_SIZE
     from ..sizes import check_video_size
@@ -274,7 +274,7 @@ def generate(args) -> Path | None:
     from .workflow import GenerationGraph
     from .workflow import metadata as workflow_metadata
 
-    config, request, fps, cache = plan(args)
+    config, request, fps, cache = resolve_settings(args)
     dtypes = component_dtypes(args)
     start = time.perf_counter()
     model, text_model, tokenizer, vae = load_components(args)
@@ -298,7 +298,7 @@ def generate(args) -> Path | None:
         print(f"note: no --draft: the schedule has {len(config.stages)} stage(s) and the first makes the final "
               "video (a draft needs a coarse stage before the last)", file=sys.stderr)
     sampling_start = time.perf_counter()
-    with tqdm(total=len(config.plan()), desc="sampling", unit="step", disable=rank != 0) as bar:
+    with tqdm(total=len(config.model_calls()), desc="sampling", unit="step", disable=rank != 0) as bar:
         def progress(info):
             if draft is not None:
                 draft(info)

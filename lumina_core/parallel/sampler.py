@@ -455,7 +455,7 @@ def parallel_sample(model, noise: torch.Tensor, cond: Caption, uncond: Optional[
     check_plan(plan, model.config, world_size)
     check_sample_inputs(model, noise, cond, uncond, config)
     groups = parallel_groups(plan)
-    total = len(config.plan())
+    total = len(config.model_calls())
     started = 0  # model calls begun: the stop question opens each one
 
     def stop_everywhere() -> bool:
