@@ -4,12 +4,12 @@ Sampling time is the sum of its model calls (the Euler update and guidance arith
 to a transformer forward), and a call's time depends on the patch pair (the token count), whether guidance
 batches a negative row (cfg > 0: two rows, else one), the latent size, the caption length, the weights'
 dtype, the device and, on a CPU, the thread count. So a calibration runs, per patch pair, one untimed
-warm-up call (it fills the RoPE cache and the allocator, as the first steps of a real run do) and then one
-timed guided and one timed unguided call at the run's exact size; the seconds are cached in a small JSON
-file keyed by all of the above (the model by a hash of its architecture, not its weights), so a machine
-pays for it once per model and size.
+warm-up call (it fills the RoPE tables and the allocator, as the first steps of a real run do) and then one
+timed guided and one timed unguided call at the run's exact size; the seconds are kept in a small JSON
+file, the calibration file, keyed by all of the above (the model by a hash of its architecture, not its
+weights), so a machine pays for it once per model and size.
 
-The cache lives in ``$LUMINA_VIDEO_CACHE_DIR``, else ``$XDG_CACHE_HOME/lumina_video``, else
+The calibration file lives in ``$LUMINA_VIDEO_CACHE_DIR``, else ``$XDG_CACHE_HOME/lumina_video``, else
 ``~/.cache/lumina_video``; deleting the file forgets every calibration.
 """
 
@@ -32,19 +32,19 @@ from .sampling import SampleConfig, guided_velocity
 from .schedule import Stage, format_patch, value_at
 from .video_io import atomic_target
 
-CACHE_ENV = "LUMINA_VIDEO_CACHE_DIR"
-CACHE_FILE = "call_costs.json"
-CACHE_VERSION = 1
+CALIBRATION_DIR_ENV = "LUMINA_VIDEO_CACHE_DIR"
+CALIBRATION_FILE = "call_costs.json"
+CALIBRATION_FORMAT = 1
 WARMUP_CALLS = 1  # untimed, per patch pair, before the timed calls
 
 
 # -- where and under which key -------------------------------------------------------------------
-def cache_path() -> Path:
-    folder = os.environ.get(CACHE_ENV)
+def calibration_file() -> Path:
+    folder = os.environ.get(CALIBRATION_DIR_ENV)
     if not folder:
         base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
         folder = Path(base) / "lumina_video"
-    return Path(folder) / CACHE_FILE
+    return Path(folder) / CALIBRATION_FILE
 
 
 def architecture_hash(config: NextDiTConfig) -> str:
@@ -202,49 +202,49 @@ def calibrate(model, latent_shape: Sequence[int], caption_tokens: int, device: t
     return CallCosts(key, guided, unguided, time.time())
 
 
-# -- the cache file -------------------------------------------------------------------------------
-def load_cache(path: Optional[Path] = None) -> list[CallCosts]:
-    """Every calibration in the cache file (none when it is missing or unreadable: it is only a cache)."""
-    path = path or cache_path()
+# -- the calibration file -------------------------------------------------------------------------
+def load_calibrations(path: Optional[Path] = None) -> list[CallCosts]:
+    """Every calibration in the calibration file (none when it is missing or unreadable: it only saves time)."""
+    path = path or calibration_file()
     try:
         data = json.loads(path.read_text())
-        if data.get("version") != CACHE_VERSION:
+        if data.get("version") != CALIBRATION_FORMAT:
             return []
         return [CallCosts.from_json(entry) for entry in data["entries"]]
     except (OSError, ValueError, KeyError, TypeError):
         return []
 
 
-def store(costs: CallCosts, path: Optional[Path] = None) -> Path:
-    """Add (or replace) a calibration in the cache file; written whole to a temporary file, then renamed."""
-    path = path or cache_path()
-    entries = [entry for entry in load_cache(path) if entry.key != costs.key] + [costs]
+def store_calibration(costs: CallCosts, path: Optional[Path] = None) -> Path:
+    """Add (or replace) a calibration in the calibration file; written whole to a temporary file, then renamed."""
+    path = path or calibration_file()
+    entries = [entry for entry in load_calibrations(path) if entry.key != costs.key] + [costs]
     with atomic_target(path) as temp:
-        temp.write_text(json.dumps({"version": CACHE_VERSION, "entries": [entry.to_json() for entry in entries]},
+        temp.write_text(json.dumps({"version": CALIBRATION_FORMAT, "entries": [entry.to_json() for entry in entries]},
                                    indent=1))
     return path
 
 
-def cached(key: CostKey, path: Optional[Path] = None) -> Optional[CallCosts]:
-    return next((entry for entry in load_cache(path) if entry.key == key), None)
+def stored_calibration(key: CostKey, path: Optional[Path] = None) -> Optional[CallCosts]:
+    return next((entry for entry in load_calibrations(path) if entry.key == key), None)
 
 
 def calibration_for(model, latent_shape: Sequence[int], caption_tokens: int, device: torch.device,
                     config: SampleConfig) -> tuple[CallCosts, bool]:
-    """The cached calibration covering ``config``'s patch pairs at this key, else a new one of every pair that
+    """The stored calibration covering ``config``'s patch pairs at this key, else a new one of every pair that
     fits the latent (stored); and whether it was measured now."""
-    found = cached(CostKey.of(model, latent_shape, caption_tokens, device))
+    found = stored_calibration(CostKey.of(model, latent_shape, caption_tokens, device))
     wanted = {stage.patch for stage in config.stages}
     if found is not None and wanted <= found.guided.keys() and wanted <= found.unguided.keys():
         return found, False
     costs = calibrate(model, latent_shape, caption_tokens, device)
-    store(costs)
+    store_calibration(costs)
     return costs, True
 
 
 def latest_for(model_hash: str, latent_shape: Sequence[int], path: Optional[Path] = None) -> Optional[CallCosts]:
     """The most recent calibration of an architecture at a latent size (any dtype, device or caption length):
     what the page shows before a run says more."""
-    matching = [entry for entry in load_cache(path)
+    matching = [entry for entry in load_calibrations(path)
                 if entry.key.model == model_hash and entry.key.latent == tuple(latent_shape)]
     return max(matching, key=lambda entry: entry.measured_at, default=None)

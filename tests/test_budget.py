@@ -86,7 +86,7 @@ def cli(tmp_path, *extra):
     return subprocess.run([sys.executable, "-m", "lumina_core", "generate", "--prompt", "a red circle moving left",
                            "--out", str(tmp_path / "clip.mp4"), "--steps", "8", *extra],
                           capture_output=True, text=True, timeout=600, cwd=ROOT,
-                          env={**os.environ, cost.CACHE_ENV: str(tmp_path / "cache")})
+                          env={**os.environ, cost.CALIBRATION_DIR_ENV: str(tmp_path / "cache")})
 
 
 def test_cli_time_budget_fits_the_schedule_or_refuses_with_the_minimum(tmp_path):

@@ -107,7 +107,7 @@ def test_a_calibration_is_paid_once_per_key(small_model, cache_dir, monkeypatch)
     config = SampleConfig.preset("f16F64R512-MultiScale")
     shape = (1, 16, 4, 8, 8)
     first, measured = calibration_for(small_model, shape, 12, torch.device("cpu"), config)
-    assert measured and (cache_dir / cost.CACHE_FILE).is_file()
+    assert measured and (cache_dir / cost.CALIBRATION_FILE).is_file()
 
     def refuse(*args, **kwargs):
         raise AssertionError("calibrated again although the cache holds this key")
@@ -121,26 +121,27 @@ def test_a_calibration_is_paid_once_per_key(small_model, cache_dir, monkeypatch)
 
 def test_the_cache_keeps_every_key_and_survives_a_damaged_file(cache_dir):
     other = replace(COSTS, key=replace(KEY, latent=(1, 16, 12, 64, 64)), measured_at=2.0)
-    cost.store(COSTS)
-    cost.store(other)
-    cost.store(replace(COSTS, guided={**COSTS.guided, "1x2": 11.0}))  # the same key replaces its entry
-    entries = cost.load_cache()
-    assert len(entries) == 2 and cost.cached(KEY).guided["1x2"] == 11.0 and cost.cached(other.key) == other
+    cost.store_calibration(COSTS)
+    cost.store_calibration(other)
+    cost.store_calibration(replace(COSTS, guided={**COSTS.guided, "1x2": 11.0}))  # the same key replaces its entry
+    entries = cost.load_calibrations()
+    assert len(entries) == 2 and cost.stored_calibration(KEY).guided["1x2"] == 11.0
+    assert cost.stored_calibration(other.key) == other
     assert cost.latest_for("abc", (1, 16, 12, 64, 64)) == other
     assert cost.latest_for("abc", (1, 16, 12, 16, 16)) is None
-    path = cache_dir / cost.CACHE_FILE
-    assert json.loads(path.read_text())["version"] == cost.CACHE_VERSION
+    path = cache_dir / cost.CALIBRATION_FILE
+    assert json.loads(path.read_text())["version"] == cost.CALIBRATION_FORMAT
     path.write_text("{not json")
-    assert cost.load_cache() == [] and cost.cached(KEY) is None
-    cost.store(COSTS)  # a damaged cache is rewritten, not an error
-    assert cost.cached(KEY) == COSTS
+    assert cost.load_calibrations() == [] and cost.stored_calibration(KEY) is None
+    cost.store_calibration(COSTS)  # a damaged cache is rewritten, not an error
+    assert cost.stored_calibration(KEY) == COSTS
 
 
 def test_the_cache_folder_follows_the_environment(cache_dir, monkeypatch, tmp_path):
-    assert cost.cache_path() == cache_dir / cost.CACHE_FILE
-    monkeypatch.delenv(cost.CACHE_ENV)
+    assert cost.calibration_file() == cache_dir / cost.CALIBRATION_FILE
+    monkeypatch.delenv(cost.CALIBRATION_DIR_ENV)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert cost.cache_path() == tmp_path / "xdg" / "lumina_video" / cost.CACHE_FILE
+    assert cost.calibration_file() == tmp_path / "xdg" / "lumina_video" / cost.CALIBRATION_FILE
 
 
 def test_guided_calls_in_the_prediction_follow_time_aware_cfg():

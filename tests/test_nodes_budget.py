@@ -55,7 +55,7 @@ def budget(model, latent, seconds, positive=None):
 def test_the_node_calibrates_once_then_fits_the_base_into_the_budget(model, latent, captions, monkeypatch):
     generous, summary = budget(model, latent, 1e6, captions[0])
     assert generous == BASE and "nothing traded" in summary and "calibrated now" in summary
-    [entry] = cost.load_cache()
+    [entry] = cost.load_calibrations()
     length = captions[0][0][0].shape[1]
     assert entry.key.latent == tuple(latent["samples"].shape) and entry.key.caption_tokens == length
     assert set(entry.guided) == {"2x2", "1x2", "1x1"}
@@ -71,7 +71,7 @@ def test_the_node_calibrates_once_then_fits_the_base_into_the_budget(model, late
 
 def test_without_a_prompt_the_node_calibrates_at_the_default_caption_length(model, latent):
     budget(model, latent, 1e6)
-    [entry] = cost.load_cache()
+    [entry] = cost.load_calibrations()
     assert entry.key.caption_tokens == DEFAULT_CAPTION_TOKENS
 
 
@@ -80,7 +80,7 @@ def test_the_plan_route_predicts_seconds_once_a_calibration_exists(model, latent
     before = plan(request)
     assert "seconds" not in before and all("seconds" not in stage for stage in before["stages"])
     budget(model, latent, 1e6)
-    [entry] = cost.load_cache()
+    [entry] = cost.load_calibrations()
     assert entry.key.model == architecture_hash(lumina_video_model(model).config)  # the loader entry's architecture
     after = plan(request)
     without_seconds = {key: value for key, value in after.items() if key not in ("seconds", "calibration")}
@@ -101,7 +101,7 @@ def test_the_plan_route_shows_the_budget_node_s_schedule(model, latent):
     assert waiting["total_calls"] == len(BASE.model_calls()) and "once this model and size are calibrated" in \
         waiting["budget"]
     budget(model, latent, 1e6)
-    [entry] = cost.load_cache()
+    [entry] = cost.load_calibrations()
     half = predicted_seconds(BASE, entry) / 2
     fitted, summary = budget(model, latent, half)
     shown = plan({"budget": {"seconds": half, "base": base_request}, "cost": context})

@@ -294,7 +294,7 @@ def load_text_components():
 
 
 @torch.no_grad()
-def build_latent_cache(data: dict, vae, text_model, tokenizer, batch: int = 16, progress: bool = True) -> dict:
+def encode_dataset(data: dict, vae, text_model, tokenizer, batch: int = 16, progress: bool = True) -> dict:
     """Encode a data set once: VAE latents of clips and stills, one caption table (row 0 = "")
     with per-sample row indices, and the measured motion labels."""
     from tqdm import tqdm
@@ -322,7 +322,7 @@ def build_latent_cache(data: dict, vae, text_model, tokenizer, batch: int = 16, 
     }
 
 
-def draw_batch(cache: dict, videos: int, images: int, generator: torch.Generator,
+def draw_batch(encoded: dict, videos: int, images: int, generator: torch.Generator,
                caption_dropout: float = CAPTION_DROPOUT, motion_dropout: float = MOTION_DROPOUT) -> list[dict]:
     """One joint batch as a list of parts (videos, stills), each {latents, caption rows, motion}.
 
@@ -331,17 +331,17 @@ def draw_batch(cache: dict, videos: int, images: int, generator: torch.Generator
     """
     parts = []
     for kind, count in (("clip", videos), ("image", images)):
-        if count <= 0 or len(cache[f"{kind}_latents"]) == 0:
+        if count <= 0 or len(encoded[f"{kind}_latents"]) == 0:
             continue
-        index = torch.randint(len(cache[f"{kind}_latents"]), (count,), generator=generator)
-        rows = cache[f"{kind}_caption"][index].clone()
+        index = torch.randint(len(encoded[f"{kind}_latents"]), (count,), generator=generator)
+        rows = encoded[f"{kind}_caption"][index].clone()
         rows[torch.rand(count, generator=generator) < caption_dropout] = EMPTY_CAPTION
         if kind == "clip":
-            motion = cache["clip_motion"][index].clone()
+            motion = encoded["clip_motion"][index].clone()
             motion[torch.rand(count, generator=generator) < motion_dropout] = -1.0
         else:
             motion = torch.full((count,), -1.0)
-        parts.append({"latents": cache[f"{kind}_latents"][index], "rows": rows, "motion": motion})
+        parts.append({"latents": encoded[f"{kind}_latents"][index], "rows": rows, "motion": motion})
     return parts
 
 
@@ -378,17 +378,17 @@ def flow_matching_loss(model, x1: torch.Tensor, feats: torch.Tensor, mask: torch
     return mse + 1 - cosine
 
 
-def training_step(model, optimizer, cache: dict, patch: tuple[int, int], videos: int, images: int,
+def training_step(model, optimizer, encoded: dict, patch: tuple[int, int], videos: int, images: int,
                   generator: torch.Generator, caption_dropout: float = CAPTION_DROPOUT,
                   motion_dropout: float = MOTION_DROPOUT, bf16: bool = False) -> float:
     """One optimiser step on a joint video + still batch at one patch pair; returns the mean loss.
-    The cache's tensors may live on any device (the model's); indices and noise come from the CPU
+    The encoded data set's tensors may live on any device (the model's); indices and noise come from the CPU
     ``generator``, so a run draws the same batches on every device."""
     patch_size, f_patch_size = patch
     losses = []
-    for part in draw_batch(cache, videos, images, generator, caption_dropout, motion_dropout):
-        rows = part["rows"].to(cache["caption_feats"].device)
-        feats, mask = cache["caption_feats"][rows], cache["caption_mask"][rows]
+    for part in draw_batch(encoded, videos, images, generator, caption_dropout, motion_dropout):
+        rows = part["rows"].to(encoded["caption_feats"].device)
+        feats, mask = encoded["caption_feats"][rows], encoded["caption_mask"][rows]
         shift = time_shift(patch, model.config.patch_pairs, video=part["latents"].shape[2] > 1)
         losses.append(flow_matching_loss(model, part["latents"], feats, mask, part["motion"], patch_size,
                                          f_patch_size, generator, shift, bf16))
@@ -460,16 +460,16 @@ def command_dit(args) -> None:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
-    state_path, log_path, cache_path = out / "state.pt", out / "log.txt", out / "cache.pt"
-    if cache_path.exists():
-        cache = torch.load(cache_path, weights_only=True)
+    state_path, log_path, encoded_path = out / "state.pt", out / "log.txt", out / "encoded.pt"
+    if encoded_path.exists():
+        encoded = torch.load(encoded_path, weights_only=True)
     else:
         text_model, tokenizer = load_text_components()
-        cache = build_latent_cache(load_dataset(args.data), load_vae(args.vae), text_model, tokenizer)
-        save_state(cache_path, cache)
-        log(log_path, f"cached {len(cache['clip_latents'])} clip and {len(cache['image_latents'])} still latents, "
-                      f"{len(cache['captions'])} captions; clip latent std {cache['clip_latents'].std():.3f}")
-    cache.update({key: cache[key].to(device) for key in DEVICE_TENSORS})
+        encoded = encode_dataset(load_dataset(args.data), load_vae(args.vae), text_model, tokenizer)
+        save_state(encoded_path, encoded)
+        log(log_path, f"encoded {len(encoded['clip_latents'])} clip and {len(encoded['image_latents'])} still latents, "
+                      f"{len(encoded['captions'])} captions; clip latent std {encoded['clip_latents'].std():.3f}")
+    encoded.update({key: encoded[key].to(device) for key in DEVICE_TENSORS})
     model = build_training_transformer(args.seed).to(device).train()
     check_patch_widths(model.config)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
@@ -508,7 +508,7 @@ def command_dit(args) -> None:
         for group in optimizer.param_groups:
             group["lr"] = lr
         pair = pairs[int(torch.randint(len(pairs), (1,), generator=generator))]
-        loss = training_step(model, optimizer, cache, pair, args.videos, args.images, generator, bf16=args.bf16)
+        loss = training_step(model, optimizer, encoded, pair, args.videos, args.images, generator, bf16=args.bf16)
         update_ema(ema, model, args.ema if step >= args.warmup else 0.0)
         step += 1
         recent[pair] = (recent[pair] + [loss])[-50:]
@@ -580,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     vae.add_argument("--save-minutes", type=float, default=3.0)
     vae.add_argument("--resume", action="store_true")
     vae.add_argument("--decoder-from", type=Path, metavar="VAE.safetensors",
-                     help="fine-tune only the decoder of this trained VAE (its encoder, so every cached latent, "
+                     help="fine-tune only the decoder of this trained VAE (its encoder, so every encoded latent, "
                           "stays as it is)")
 
     dit = commands.add_parser("dit", help="train the demo Multi-scale Next-DiT on VAE latents")
@@ -597,7 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
     dit.add_argument("--ema", type=float, default=0.998)
     dit.add_argument("--seed", type=int, default=0)
     dit.add_argument("--threads", type=int, help="torch CPU threads for this run (default: torch's own choice)")
-    dit.add_argument("--device", default="cpu", help="torch device for the model and the cached data, e.g. cuda")
+    dit.add_argument("--device", default="cpu", help="torch device for the model and the encoded data set, e.g. cuda")
     dit.add_argument("--bf16", action="store_true",
                      help="bfloat16 autocast for the model (float32 master weights, optimiser and loss)")
     dit.add_argument("--save-minutes", type=float, default=3.0)
