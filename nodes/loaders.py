@@ -38,8 +38,8 @@ def _demo_components(vae_dtype: torch.dtype = torch.float32) -> demo.DemoCompone
     """The built-in demo components, without disturbing the global torch RNG (untrained stand-ins are
     built from a fixed seed). All three are small, so each loader builds the set and keeps its part."""
     if not demo.DEMO_IS_TRAINED:
-        log.warning("Lumina-Video: the built-in demo models have untrained random weights; the video will be noise "
-                    "until trained demo weights ship")
+        log.warning(f"Lumina-Video: the built-in demo models have untrained random weights ({demo.MODELS_DIR} is "
+                    "missing or incomplete); the video will be noise")
     with torch.random.fork_rng(devices=[]):
         return demo.load_demo(vae_dtype)
 

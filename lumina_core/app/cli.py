@@ -211,20 +211,20 @@ def device_of(args) -> torch.device:
 
 
 def load_components(args):
+    from .. import demo
     from ..checkpoint import load_model
-    from ..demo import DEMO_IS_TRAINED, load_demo
     from ..text import load_text_encoder
     from ..vae import load_vae
 
     dtypes = {part: DTYPES[name] for part, name in component_dtypes(args).items()}
     device = device_of(args)
     if args.model is None:
-        if not DEMO_IS_TRAINED:
-            print("note: the demo models are untrained random weights (no trained demo ships yet): "
-                  "the pipeline runs end to end but the video is noise", file=sys.stderr)
-        demo = load_demo(vae_dtype=dtypes["vae"])
-        return (demo.transformer.to(device, dtypes["transformer"]), demo.text_model.to(device, dtypes["text_encoder"]),
-                demo.tokenizer, demo.vae.to(device))
+        if not demo.DEMO_IS_TRAINED:
+            print(f"note: the demo models are untrained random weights ({demo.MODELS_DIR} is missing or "
+                  "incomplete): the pipeline runs end to end but the video is noise", file=sys.stderr)
+        parts = demo.load_demo(vae_dtype=dtypes["vae"])
+        return (parts.transformer.to(device, dtypes["transformer"]),
+                parts.text_model.to(device, dtypes["text_encoder"]), parts.tokenizer, parts.vae.to(device))
     text_model, tokenizer = load_text_encoder(args.text_encoder, tokenizer_path=args.tokenizer,
                                               dtype=dtypes["text_encoder"], device=device)
     return (load_model(args.model, dtype=dtypes["transformer"], device=device), text_model, tokenizer,
