@@ -92,11 +92,14 @@ def test_calibration_reads_the_given_clock_around_each_timed_call(small_model):
 
 
 def test_the_key_follows_architecture_size_caption_and_dtype_not_weights(small_model):
-    same_architecture = NextDiT(small_model.config).eval()
-    assert cost.architecture_hash(same_architecture.config) == cost.architecture_hash(small_model.config)
+    cpu = torch.device("cpu")
+    torch.manual_seed(1)
+    retrained = NextDiT(NextDiTConfig.from_dict(small_model.config.to_dict())).eval()  # its own equal config
+    assert retrained.config is not small_model.config
+    assert not torch.equal(retrained.layers[0].attention.wq.weight, small_model.layers[0].attention.wq.weight)
+    assert CostKey.of(retrained, (1, 16, 4, 8, 8), 12, cpu) == CostKey.of(small_model, (1, 16, 4, 8, 8), 12, cpu)
     wider = NextDiT(replace(small_model.config, dim=96, n_heads=3, n_kv_heads=1)).eval()
     assert cost.architecture_hash(wider.config) != cost.architecture_hash(small_model.config)
-    cpu = torch.device("cpu")
     keys = {CostKey.of(small_model, (1, 16, 4, 8, 8), 12, cpu), CostKey.of(small_model, (1, 16, 4, 8, 16), 12, cpu),
             CostKey.of(small_model, (2, 16, 4, 8, 8), 12, cpu), CostKey.of(small_model, (1, 16, 4, 8, 8), 13, cpu),
             CostKey.of(NextDiT(small_model.config).to(torch.bfloat16), (1, 16, 4, 8, 8), 12, cpu)}

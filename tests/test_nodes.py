@@ -131,7 +131,10 @@ def test_the_node_table_names_each_node_as_it_is(names):
     assert list(zip(info["output_name"], info["output"])) == list(names.outputs)
 
 
-def test_demo_loaders_leave_the_global_rng_alone():
+def test_demo_loaders_leave_the_global_rng_alone(monkeypatch):
+    """Without the trained files the demo components are seeded random ones; building them must not reseed the
+    global RNG (a workflow's other nodes draw from it)."""
+    monkeypatch.setattr(pack.lumina_core.demo, "DEMO_IS_TRAINED", False)  # the seeded path
     torch.manual_seed(123)
     expected = torch.rand(4)
     torch.manual_seed(123)
