@@ -22,8 +22,10 @@ sample generator) in their output folder, save it every few minutes and pick it 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,9 +33,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers.models.autoencoders.autoencoder_kl_cogvideox import CogVideoXSpatialNorm3D
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
 
 from lumina_core import demo
+from lumina_core.checkpoint import save_model
+from lumina_core.model import NextDiT
 from lumina_core.schedule import shift_time
+from lumina_core.text import encode_prompts
+from lumina_core.vae import CONFIG_METADATA_KEY, decode, encode, load_vae
 
 from . import demo_data
 
@@ -132,10 +142,6 @@ def vae_config() -> dict:
 
 def save_vae(vae, path: Path, metadata: dict | None = None) -> Path:
     """One .safetensors with the diffusers config as JSON in its metadata (what vae.load_vae reads)."""
-    from safetensors.torch import save_file
-
-    from lumina_core.vae import CONFIG_METADATA_KEY
-
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {CONFIG_METADATA_KEY: json.dumps(vae_config()), **{k: str(v) for k, v in (metadata or {}).items()}}
     tensors = {name: t.detach().contiguous().cpu() for name, t in vae.state_dict().items()}
@@ -148,8 +154,6 @@ def save_vae(vae, path: Path, metadata: dict | None = None) -> Path:
 @torch.no_grad()
 def latent_channel_std(vae, frames: torch.Tensor) -> torch.Tensor:
     """Per-channel std of ``vae.encode`` latents (scaled by s) of frames [B, F, H, W, 3]."""
-    from lumina_core.vae import encode
-
     latents = encode(vae.eval(), frames)
     return latents.transpose(0, 1).reshape(latents.shape[1], -1).std(dim=1)
 
@@ -161,8 +165,6 @@ def normalise_latents(vae, channel_std: torch.Tensor) -> None:
     and the 1x1 conv_y/conv_b of each spatial norm; all linear in it, zero-padded) absorb the
     factor, so decode(encode(x)) is unchanged and the scaled latents have unit std per channel.
     (The pipeline's fixed scaling factor s = 1.15258426 leaves no other place for it.)"""
-    from diffusers.models.autoencoders.autoencoder_kl_cogvideox import CogVideoXSpatialNorm3D
-
     channels = channel_std.numel()
     conv_out = vae.encoder.conv_out.conv
     conv_out.weight[:channels] /= channel_std.view(-1, 1, 1, 1, 1)
@@ -181,8 +183,6 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def file_metadata(path: Path) -> dict:
-    from safetensors import safe_open
-
     with safe_open(str(path), "pt") as handle:
         return handle.metadata() or {}
 
@@ -193,8 +193,6 @@ def command_vae(args) -> None:
     state_path, log_path = out / "state.pt", out / "log.txt"
     if args.decoder_from:
         # Decoder fine-tuning: the encoder (and so every latent a DiT was trained on) stays as it is.
-        from lumina_core.vae import load_vae
-
         vae = load_vae(args.decoder_from).train().requires_grad_(False)
         vae.decoder.requires_grad_(True)
     else:
@@ -216,8 +214,6 @@ def command_vae(args) -> None:
     if args.decoder_from and step == 0:
         report_vae(vae.eval(), args.seed, log_path)
         vae.train()
-    from tqdm import tqdm
-
     start = last_save = time.time()
     bar = tqdm(total=args.steps, initial=step, desc="vae")
     while step < args.steps and time.time() - start < args.minutes * 60:
@@ -268,8 +264,6 @@ def command_vae(args) -> None:
 @torch.no_grad()
 def report_vae(vae, seed: int, log_path: Path) -> float:
     """PSNR of decode(encode(x)) on fresh clips and stills, through lumina_core.vae."""
-    from lumina_core.vae import decode, encode
-
     clips = vae_batch(20_000_000, 8, seed)
     images = vae_image_batch(20_000_000, 8, seed)
     clip_psnr = psnr(decode(vae, encode(vae, clips)), clips)
@@ -297,11 +291,6 @@ def load_text_components():
 def encode_dataset(data: dict, vae, text_model, tokenizer, batch: int = 16, progress: bool = True) -> dict:
     """Encode a data set once: VAE latents of clips and stills, one caption table (row 0 = "")
     with per-sample row indices, and the measured motion labels."""
-    from tqdm import tqdm
-
-    from lumina_core.text import encode_prompts
-    from lumina_core.vae import encode
-
     def latents_of(frames: np.ndarray) -> torch.Tensor:
         chunks = [encode(vae, torch.from_numpy(frames[i:i + batch]).float() / 255)
                   for i in tqdm(range(0, len(frames), batch), desc="VAE latents", disable=not progress)]
@@ -402,8 +391,6 @@ def training_step(model, optimizer, encoded: dict, patch: tuple[int, int], video
 
 def build_training_transformer(seed: int):
     """The demo NextDiT with the official initialisation (zeroed adaLN and output layers)."""
-    from lumina_core.model import NextDiT
-
     torch.manual_seed(seed)
     return NextDiT(demo.TRANSFORMER_CONFIG)
 
@@ -450,13 +437,6 @@ class Deadline:
 
 
 def command_dit(args) -> None:
-    import copy
-
-    from tqdm import tqdm
-
-    from lumina_core.checkpoint import save_model
-    from lumina_core.vae import load_vae
-
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
@@ -538,8 +518,6 @@ def command_dit(args) -> None:
 
 def command_export(args) -> None:
     """Copy the trained transformer and VAE and write the text encoder + tokenizer folder."""
-    import shutil
-
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(args.dit, out / demo.TRANSFORMER_FILE)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import load_model
 from ..model import NextDiT, NextDiTConfig
 
 MODELS_DIR = Path(__file__).parent / "models"
@@ -132,8 +133,6 @@ def build_vae(dtype: torch.dtype = torch.float32):
 def build_transformer() -> NextDiT:
     """The demo Multi-scale Next-DiT: the shipped trained one when present, else seeded random weights."""
     if DEMO_IS_TRAINED:
-        from ..checkpoint import load_model
-
         return load_model(MODELS_DIR / TRANSFORMER_FILE)
     return seeded_transformer()
 

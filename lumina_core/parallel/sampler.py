@@ -37,6 +37,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from ..model import compute_frames
 from ..sampling import Caption, SampleConfig, check_sample_inputs, guide, guided_velocity, integrate
 
 DEGREES = ("cfg", "ulysses", "ring")
@@ -473,8 +474,6 @@ def parallel_sample(model, noise: torch.Tensor, cond: Caption, uncond: Optional[
 
 def rank_share(plan: ParallelPlan, rank: int, latent_shape, config: SampleConfig) -> str:
     """What process ``rank`` computes in a guided call: its cfg row and its token slice per patch pair."""
-    from ..model import compute_frames
-
     ring_rank, ulysses_rank = rank // plan.ulysses % plan.ring, rank % plan.ulysses
     cfg_rank = rank // plan.sequence_degree
     row = "both rows" if plan.cfg == 1 else ("positive row" if cfg_rank == 0 else "negative row")
