@@ -16,7 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from tqdm import tqdm
 
+from .. import demo
+from ..checkpoint import load_model
+from ..parallel import TORCHRUN_ENV, ParallelPlan, check_plan, init_process_group, parallel_sample, rank_share
 from ..precision import AUTO, DTYPES, resolve_dtype
 from ..sampling import OFFICIAL_PRESETS, SampleConfig
 from ..step_cache import MAX_THRESHOLD, StepCache
@@ -83,11 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_schedule(text: str | None, use_demo: bool) -> SampleConfig:
-    from ..demo import DEMO_SCHEDULE
-
     if text is None:
         if use_demo:
-            return SampleConfig.from_official(DEMO_SCHEDULE, name="demo")
+            return SampleConfig.from_official(demo.DEMO_SCHEDULE, name="demo")
         return SampleConfig.preset("f16F64R512-MultiScale")
     if text in OFFICIAL_PRESETS:
         return SampleConfig.preset(text)
@@ -142,7 +144,6 @@ def step_cache(threshold: float) -> StepCache | None:
 
 def resolve_settings(args) -> tuple[SampleConfig, "VideoRequest", float, StepCache | None]:
     """Validate every value; returns (schedule, request, fps, step cache or None)."""
-    from ..demo import DEMO_SIZE
     from ..sizes import check_video_size
     from .pipeline import VideoRequest
 
@@ -158,7 +159,7 @@ def resolve_settings(args) -> tuple[SampleConfig, "VideoRequest", float, StepCac
     if args.neg_motion is not None:
         changes["neg_motion"] = args.neg_motion
     config = replace(config, **changes)
-    defaults = DEMO_SIZE if use_demo else {"width": 672, "height": 384, "frames": 64, "fps": 16}
+    defaults = demo.DEMO_SIZE if use_demo else {"width": 672, "height": 384, "frames": 64, "fps": 16}
     width, height, frames, fps = (defaults[key] if getattr(args, key) is None else getattr(args, key)
                                   for key in ("width", "height", "frames", "fps"))
     if fps <= 0:
@@ -176,8 +177,6 @@ def resolve_settings(args) -> tuple[SampleConfig, "VideoRequest", float, StepCac
 def check_parallel_args(args) -> None:
     """--parallel's syntax and the flags it cannot go with (the degrees are checked against the launched
     processes and the model's heads once the model is loaded)."""
-    from ..parallel import ParallelPlan
-
     for flag, value in (("--cache", args.cache or None), ("--time-budget", args.time_budget)):
         if value is not None:
             raise UsageError(f"{flag} does not work with --parallel (it predicts or times single-process calls); "
@@ -191,8 +190,6 @@ def check_parallel_args(args) -> None:
 def start_parallel(args, model, config: SampleConfig):
     """(plan, rank, world size) of a --parallel run: joins torchrun's process group when there is one (else
     a world of 1) and checks the plan against it and the model."""
-    from ..parallel import TORCHRUN_ENV, ParallelPlan, check_plan, init_process_group
-
     rank, world_size = init_process_group() if all(name in os.environ for name in TORCHRUN_ENV) else (0, 1)
     try:
         plan = ParallelPlan.parse(args.parallel, world_size, model.config.n_heads, guided=config.guided)
@@ -211,8 +208,6 @@ def device_of(args) -> torch.device:
 
 
 def load_components(args):
-    from .. import demo
-    from ..checkpoint import load_model
     from ..text import load_text_encoder
     from ..vae import load_vae
 
@@ -250,7 +245,6 @@ def sample_parallel(model, captions, request: "VideoRequest", config: SampleConf
     """The request sampled by every process of a --parallel run; each logs its share and its seconds."""
     import torch.distributed as dist
 
-    from ..parallel import parallel_sample, rank_share
     from .pipeline import initial_noise
 
     plan, rank, world_size = parallel
@@ -266,8 +260,6 @@ def sample_parallel(model, captions, request: "VideoRequest", config: SampleConf
 
 def generate(args) -> Path | None:
     """Make the video; returns its path (None on the other processes of a --parallel run)."""
-    from tqdm import tqdm
-
     from ..draft import DRAFT_SCALE, FirstStageDraft, decode_draft
     from ..video_io import write_contact_sheet, write_mp4
     from .pipeline import check_request, decode_frames, encode_request, sample_request
