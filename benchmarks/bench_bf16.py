@@ -1,6 +1,6 @@
 """Benchmark (not a test): whole sampling runs in bf16 against fp32 on CPU, time and error.
 
-- Demo: the command line's path (``lumina_core.cli`` plan + load_components with ``--dtype fp32`` / ``bf16``,
+- Demo: the command line's path (``lumina_core.app.cli`` plan + load_components with ``--dtype fp32`` / ``bf16``,
   then text encoding + sampling, then VAE decode) at the demo size (64x64, 16 frames, demo schedule) for a few
   prompts. Error: relative L2 and max error of the final latents, PSNR of the decoded frames, against fp32.
 - Parity config: the fixture's whole multi-scale sampling runs (tests/data/parity) with the official random
@@ -25,9 +25,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lumina_core import cli  # noqa: E402
+from lumina_core.app import cli  # noqa: E402
+from lumina_core.app.pipeline import generate_latents  # noqa: E402
 from lumina_core.model import NextDiT, NextDiTConfig  # noqa: E402
-from lumina_core.pipeline import generate_latents  # noqa: E402
 from lumina_core.precision import native_bf16, resolve_dtype  # noqa: E402
 from lumina_core.sampling import SampleConfig, sample  # noqa: E402
 from lumina_core.vae import decode  # noqa: E402
@@ -60,7 +60,7 @@ def demo(repeats: int) -> None:
     components, plans = {}, {}
     for dtype in DTYPES:
         args = cli.build_parser().parse_args(["generate", "--prompt", "x", "--out", "unused.mp4", "--dtype", dtype])
-        config, request, _ = cli.plan(args)
+        config, request, _ = cli.resolve_settings(args)
         components[dtype], plans[dtype] = cli.load_components(args), (config, request)
     print(f"\ndemo, command-line path ({plans['fp32'][1].width}x{plans['fp32'][1].height}, "
           f"{plans['fp32'][1].frames} frames, {plans['fp32'][0].steps} grid steps); errors against fp32")

@@ -99,7 +99,7 @@ def main():
     reference = frames_of(base)
     print(f"demo {args.size}x{args.size}x{args.frames}, {torch.get_num_threads()} threads, {args.runs} runs (median), "
           f"PSNR against the full schedule averaged over {args.seeds} seeds; base: {base.steps} steps, "
-          f"{len(base.plan())} calls, predicted {full:.3f} s, measured {full_seconds[0]:.3f} s wall, "
+          f"{len(base.model_calls())} calls, predicted {full:.3f} s, measured {full_seconds[0]:.3f} s wall, "
           f"{full_seconds[1]:.3f} s CPU")
     print(f"{'budget s':>8s} {'steps':>5s} {'calls':>5s} {'1x1 calls':>9s} {'predicted s':>11s} {'wall s':>7s} "
           f"{'CPU s':>6s} {'PSNR dB':>7s} | switch points moved later: {'switches':>10s} {'1x1 calls':>9s} "
@@ -123,7 +123,7 @@ def main():
             other_calls = {s.stage.patch: s.calls for s in predict(other, costs)}
             switches = ",".join(f"{s.t_start:.2f}" for s in other.stages[1:])
             alternative = f"{switches:>10s} {other_calls[fine.patch]:9d} {mean_psnr(frames_of(other)):7.2f}"
-        print(f"{budget:8.3f} {plan.config.steps:5d} {len(plan.config.plan()):5d} {calls[fine]:9d} "
+        print(f"{budget:8.3f} {plan.config.steps:5d} {len(plan.config.model_calls()):5d} {calls[fine]:9d} "
               f"{plan.predicted:11.3f} {seconds[0]:7.3f} {seconds[1]:6.3f} {quality:7.2f} | {'':27s}{alternative}",
               flush=True)
         if previous is not None:

@@ -48,15 +48,15 @@ import comfy.utils  # noqa: E402
 from comfy_extras.nodes_custom_sampler import KSamplerSelect, RandomNoise, SamplerCustomAdvanced  # noqa: E402
 from comfy_extras.nodes_easycache import EasyCacheNode  # noqa: E402
 from lumina_video_pack.lumina_core import demo  # noqa: E402
-from lumina_video_pack.lumina_core.cache import StepCache  # noqa: E402
 from lumina_video_pack.lumina_core.model import NextDiT, NextDiTConfig, compute_frames, patch_key  # noqa: E402
-from lumina_video_pack.lumina_core.pipeline import VideoRequest, latent_shape  # noqa: E402
 from lumina_video_pack.lumina_core.sampling import SampleConfig, guided_velocity, sample, seeded_noise  # noqa: E402
+from lumina_video_pack.lumina_core.sizes import latent_shape  # noqa: E402
+from lumina_video_pack.lumina_core.step_cache import StepCache  # noqa: E402
 from lumina_video_pack.lumina_core.text import encode_prompts  # noqa: E402
 from lumina_video_pack.lumina_core.vae import SCALING_FACTOR, decode  # noqa: E402
-from lumina_video_pack.nodes.cache import LuminaVideoStepCache  # noqa: E402
 from lumina_video_pack.nodes.guidance import LuminaVideoGuider, LuminaVideoSigmas  # noqa: E402
 from lumina_video_pack.nodes.native import native_model  # noqa: E402
+from lumina_video_pack.nodes.step_cache import LuminaVideoStepCache  # noqa: E402
 from lumina_video_pack.nodes.text import conditioning  # noqa: E402
 
 THRESHOLDS = (0.1, 0.2, 0.5, 1.0)
@@ -123,7 +123,7 @@ def tally(steps, config, n_layers) -> dict:
     """Full / partial calls and cross-switch answers of a run's steps."""
     full = partial = cross = 0
     last_pair = None
-    for events, (_, _, _, stage) in zip(steps, config.plan()):
+    for events, (_, _, _, stage) in zip(steps, config.model_calls()):
         pair = patch_key(stage.patch_size, stage.f_patch_size)
         blocks = sum(kind == "block" for kind, *_ in events)
         if blocks == n_layers:
@@ -182,7 +182,7 @@ class Case:
         self.rows.append((label, counts, flops / self.reference_flops, seconds, quality))
 
     def print(self, psnr_of: str):
-        calls = len(self.config.plan())
+        calls = len(self.config.model_calls())
         print(f"\n{self.name}: {calls} grid steps; PSNR of {psnr_of} vs the uncached lumina_core run")
         print(f"| {'run':48s} | calls run | DiT FLOPs | FLOP saving | time s | PSNR dB | cross |")
         print(f"|{'-' * 50}|-----------|-----------|-------------|--------|---------|-------|")
@@ -207,7 +207,7 @@ def run_case(case: Case, cache_dit):
     case.core(f"  same, from {start:.3f} (after the last switch)", run(EasyCacheNode, copied, 0.2, start, 0.95,
                                                                         False)[0])
     if cache_dit is not None:
-        for label, settings in cache_dit_settings(cache_dit, len(case.config.plan())):
+        for label, settings in cache_dit_settings(cache_dit, len(case.config.model_calls())):
             model = copy.deepcopy(case.model)
             enable_cache_dit(cache_dit, model, *settings)
             case.lumina_core(label, model=model)
@@ -253,8 +253,7 @@ def demo_case() -> Case:
     config = replace(SampleConfig.from_official(demo.DEMO_SCHEDULE, name="demo"), steps=70)
     feats, mask = encode_prompts(components.text_model, components.tokenizer, ["a red circle moving left", ""])
     size = demo.DEMO_SIZE
-    noise = seeded_noise(latent_shape(VideoRequest("", width=size["width"], height=size["height"],
-                                                   frames=size["frames"])), SEED)
+    noise = seeded_noise(latent_shape(size["width"], size["height"], size["frames"]), SEED)
     vae = components.vae
     frames = {}
 

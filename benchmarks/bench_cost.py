@@ -83,7 +83,7 @@ def main():
             total = sum(stage.seconds for stage in predicted[clock])
             measured = statistics.median(runs[clock])
             per_stage = " ".join(f"{s.stage.patch}:{s.seconds:.2f}" for s in predicted[clock])
-            print(f"{name:22s} {clock:5s} {len(schedule.plan()):5d} {calibration:13.2f} {total:11.2f} "
+            print(f"{name:22s} {clock:5s} {len(schedule.model_calls()):5d} {calibration:13.2f} {total:11.2f} "
                   f"{measured:10.2f} {measured / total:6.2f}  {per_stage}  "
                   f"(runs {', '.join(f'{r:.2f}' for r in runs[clock])})", flush=True)
 

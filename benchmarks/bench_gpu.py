@@ -161,7 +161,7 @@ def bench_preset(name: str, models: dict, latent_shape, device, repeats: int, st
     t = torch.full((2,), 0.5, device=device)
     motion = torch.tensor([6.0, 2.0], device=device)
     print(f"\n{name}: latent {list(latent_shape)}, CFG batch 2, caption {max(CAPTION_LENGTHS)} tokens; "
-          f"{len(schedule.plan())} calls over the schedule")
+          f"{len(schedule.model_calls())} calls over the schedule")
     print(f"{'pair':>5} {'tokens':>7} {'s/call':>8} {'peak GiB':>9} {'SDPA kernels':>28}   "
           "variants (s/call, rel. error)")
     grid = schedule.grid()

@@ -65,7 +65,7 @@ def comm_bytes(config, length: int, stage, ulysses: int, ring: int, rows: int) -
 def schedule_seconds(config, schedule, plan: ParallelPlan, bandwidth: float) -> tuple[float, float]:
     """(seconds, GB sent per process) of the schedule's model calls under ``plan``."""
     seconds = sent = 0.0
-    for _, t, _, stage in schedule.plan():
+    for _, t, _, stage in schedule.model_calls():
         length = tokens(stage)
         guided = guidance_at(schedule, t)[0] > 0
         if guided and plan.cfg == 2:
@@ -85,11 +85,11 @@ def paper_table() -> str:
     config = PRESETS["2B_GQA"]
     schedule = SampleConfig.preset("f24F96R960-MultiScale")
     single, _ = schedule_seconds(config, schedule, ParallelPlan(), 1.0)
-    lines = [f"2B_GQA, latent {LATENT} (1248x704, 96 frames), {schedule.name}: {len(schedule.plan())} calls; "
+    lines = [f"2B_GQA, latent {LATENT} (1248x704, 96 frames), {schedule.name}: {len(schedule.model_calls())} calls; "
              f"1 GPU: {single:.0f} s at {PEAK_FLOPS / 1e12:.0f} TFLOP/s x MFU {MFU}",
              "", "| patch | tokens | guided calls | unguided calls | TFLOP per row |", "|---|---|---|---|---|"]
     for stage in schedule.stages:
-        calls = [t for _, t, _, s in schedule.plan() if s == stage]
+        calls = [t for _, t, _, s in schedule.model_calls() if s == stage]
         guided = sum(guidance_at(schedule, t)[0] > 0 for t in calls)
         lines.append(f"| {stage.patch} | {tokens(stage)} | {guided} | {len(calls) - guided} | "
                      f"{row_flops(config, tokens(stage)) / 1e12:.0f} |")

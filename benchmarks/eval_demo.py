@@ -37,12 +37,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lumina_core import demo, demo_data
-from lumina_core.pipeline import VideoRequest, check_request, initial_noise
+from lumina_core import demo
+from lumina_core.app.pipeline import VideoRequest, check_request, initial_noise
 from lumina_core.sampling import SampleConfig, sample
 from lumina_core.schedule import Stage
 from lumina_core.text import encode_prompts
 from lumina_core.vae import decode, encode
+from training import demo_data
 
 ROOT = Path(__file__).resolve().parent.parent
 DIRECTIONS = tuple(demo_data.DIRECTIONS)
@@ -207,7 +208,7 @@ def shipped_mib(models_dir: Path, replacements: dict[str, Path | None]) -> float
 # -- generation -----------------------------------------------------------------------------------
 
 class Generator:
-    """Generates frames with one set of demo components (as lumina_core.pipeline does)."""
+    """Generates frames with one set of demo components (as lumina_core.app.pipeline does)."""
 
     def __init__(self, components: demo.DemoComponents):
         self.components = components

@@ -4,12 +4,12 @@ Sampling time is the sum of its model calls (the Euler update and guidance arith
 to a transformer forward), and a call's time depends on the patch pair (the token count), whether guidance
 batches a negative row (cfg > 0: two rows, else one), the latent size, the caption length, the weights'
 dtype, the device and, on a CPU, the thread count. So a calibration runs, per patch pair, one untimed
-warm-up call (it fills the RoPE cache and the allocator, as the first steps of a real run do) and then one
-timed guided and one timed unguided call at the run's exact size; the seconds are cached in a small JSON
-file keyed by all of the above (the model by a hash of its architecture, not its weights), so a machine
-pays for it once per model and size.
+warm-up call (it fills the RoPE tables and the allocator, as the first steps of a real run do) and then one
+timed guided and one timed unguided call at the run's exact size; the seconds are kept in a small JSON
+file, the calibration file, keyed by all of the above (the model by a hash of its architecture, not its
+weights), so a machine pays for it once per model and size.
 
-The cache lives in ``$LUMINA_VIDEO_CACHE_DIR``, else ``$XDG_CACHE_HOME/lumina_video``, else
+The calibration file lives in ``$LUMINA_VIDEO_CACHE_DIR``, else ``$XDG_CACHE_HOME/lumina_video``, else
 ``~/.cache/lumina_video``; deleting the file forgets every calibration.
 """
 
@@ -43,19 +43,19 @@ from .video_io import atomic_target
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "LUMINA_VIDEO_CACHE_DIR"
-CACHE_FILE = "call_costs.json"
-CACHE_VERSION = 1
+CALIBRATION_DIR_ENV = "LUMINA_VIDEO_CACHE_DIR"
+CALIBRATION_FILE = "call_costs.json"
+CALIBRATION_FORMAT = 1
 WARMUP_CALLS = 1  # untimed, per patch pair, before the timed calls
 
 
 # -- where and under which key -------------------------------------------------------------------
-def cache_path() -> Path:
-    folder = os.environ.get(CACHE_ENV)
+def calibration_file() -> Path:
+    folder = os.environ.get(CALIBRATION_DIR_ENV)
     if not folder:
         base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
         folder = Path(base) / "lumina_video"
-    return Path(folder) / CACHE_FILE
+    return Path(folder) / CALIBRATION_FILE
 
 
 def architecture_hash(config: NextDiTConfig) -> str:
@@ -119,28 +119,29 @@ class CallCosts:
 
     @classmethod
     def from_json(cls, entry: dict) -> "CallCosts":
-        """The calibration of a cache entry; ValueError when the entry is not one (wrong types, missing fields,
-        seconds that are not finite and non-negative)."""
+        """The calibration of an entry of the calibration file; ValueError when the entry is not one (wrong types,
+        missing fields, seconds that are not finite and non-negative)."""
         if not isinstance(entry, dict) or not isinstance(entry.get("key"), dict):
-            raise ValueError(f"cache entry {str(entry)[:80]} is not an object with a key object")
+            raise ValueError(f"calibration file entry {str(entry)[:80]} is not an object with a key object")
         key = dict(entry["key"])
         if not all(isinstance(key.get(name), str) for name in ("model", "dtype", "device")):
-            raise ValueError("cache entry key lacks the model, dtype or device text")
+            raise ValueError("calibration file entry key lacks the model, dtype or device text")
         latent, tokens = key.get("latent"), key.get("caption_tokens")
         if not isinstance(latent, list) or not all(type(size) is int for size in latent) or type(tokens) is not int:
-            raise ValueError("cache entry key has no integer latent shape or caption length")
+            raise ValueError("calibration file entry key has no integer latent shape or caption length")
         key = CostKey(key["model"], key["dtype"], key["device"], tuple(latent), tokens)
         measured_at = entry.get("measured_at")
         if type(measured_at) not in (int, float) or not math.isfinite(measured_at):
-            raise ValueError(f"cache entry measured_at {measured_at!r} is not a finite number")
+            raise ValueError(f"calibration file entry measured_at {measured_at!r} is not a finite number")
         return cls(key, _seconds_table(entry.get("guided")), _seconds_table(entry.get("unguided")), float(measured_at))
 
 
 def _seconds_table(table) -> dict[str, float]:
-    """A cache entry's {"FxP": seconds}, checked: finite, non-negative numbers."""
+    """A calibration file entry's {"FxP": seconds}, checked: finite, non-negative numbers."""
     if not isinstance(table, dict) or not all(type(seconds) in (int, float) and math.isfinite(seconds)
                                               and seconds >= 0 for seconds in table.values()):
-        raise ValueError(f"cache entry seconds {str(table)[:80]} are not finite non-negative numbers per patch pair")
+        raise ValueError(f"calibration file entry seconds {str(table)[:80]} are not finite non-negative numbers per "
+                         "patch pair")
     return {str(patch): float(seconds) for patch, seconds in table.items()}
 
 
@@ -256,17 +257,19 @@ def calibrate(model, latent_shape: Sequence[int], caption_tokens: int, device: t
     return CallCosts(key, guided, unguided, time.time())
 
 
-# -- the cache file -------------------------------------------------------------------------------
-def load_cache(path: Optional[Path] = None) -> list[CallCosts]:
-    """Every calibration in the cache file. It is only a cache: a missing or unreadable file, one of another
+# -- the calibration file -------------------------------------------------------------------------
+def load_calibrations(path: Optional[Path] = None) -> list[CallCosts]:
+    """Every calibration in the calibration file. It only saves time: a missing or unreadable file, one of another
     version or shape (a list, null, text...) holds none, and a damaged entry is left out; the next store rewrites
     the file whole."""
-    path = path or cache_path()
+    path = path or calibration_file()
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return []
-    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION or not isinstance(data.get("entries"), list):
+    if not isinstance(data, dict) or data.get("version") != CALIBRATION_FORMAT:
+        return []
+    if not isinstance(data.get("entries"), list):
         return []
     entries = []
     for entry in data["entries"]:
@@ -279,7 +282,7 @@ def load_cache(path: Optional[Path] = None) -> list[CallCosts]:
 
 @contextlib.contextmanager
 def _writer_lock(path: Path) -> Iterator[None]:
-    """Hold the cache's lock file (``path`` + ".lock") while a writer reads, adds and renames, so two runs that
+    """Hold the calibration file's lock (``path`` + ".lock") while a writer reads, adds and renames, so two runs that
     calibrate at once (two ComfyUI servers, a server and the command line) both keep their entries. Where the
     platform has no file locks, writers only race as before (each write stays whole: temporary file + rename)."""
     with _THREAD_LOCK, open(path.with_name(path.name + ".lock"), "a") as handle:
@@ -291,45 +294,46 @@ def _writer_lock(path: Path) -> Iterator[None]:
 _THREAD_LOCK = threading.Lock()  # flock is per open file; this also orders the threads of one process
 
 
-def store(costs: CallCosts, path: Optional[Path] = None) -> Optional[Path]:
-    """Add (or replace) a calibration in the cache file; written whole to a temporary file, then renamed. A cache
+def store_calibration(costs: CallCosts, path: Optional[Path] = None) -> Optional[Path]:
+    """Add (or replace) a calibration in the calibration file; written whole to a temporary file, then renamed. A file
     that cannot be written (a read-only folder, a full disk) is a warning, not an error: the calibration is still
     used for this run. Returns the file, or None when it was not written."""
-    path = path or cache_path()
+    path = path or calibration_file()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with _writer_lock(path):
-            entries = [entry for entry in load_cache(path) if entry.key != costs.key] + [costs]
+            entries = [entry for entry in load_calibrations(path) if entry.key != costs.key] + [costs]
             with atomic_target(path) as temp:
-                temp.write_text(json.dumps({"version": CACHE_VERSION,
+                temp.write_text(json.dumps({"version": CALIBRATION_FORMAT,
                                             "entries": [entry.to_json() for entry in entries]}, indent=1))
     except OSError as error:
-        log.warning("the calibration of %s is used for this run but not kept: the cache %s cannot be written (%s); "
-                    "set %s to a writable folder to keep calibrations", costs.key.text, path, error, CACHE_ENV)
+        log.warning("the calibration of %s is used for this run but not kept: the calibration file %s cannot be "
+                    "written (%s); set %s to a writable folder to keep calibrations", costs.key.text, path, error,
+                    CALIBRATION_DIR_ENV)
         return None
     return path
 
 
-def cached(key: CostKey, path: Optional[Path] = None) -> Optional[CallCosts]:
-    return next((entry for entry in load_cache(path) if entry.key == key), None)
+def stored_calibration(key: CostKey, path: Optional[Path] = None) -> Optional[CallCosts]:
+    return next((entry for entry in load_calibrations(path) if entry.key == key), None)
 
 
 def calibration_for(model, latent_shape: Sequence[int], caption_tokens: int, device: torch.device,
                     config: SampleConfig) -> tuple[CallCosts, bool]:
-    """The cached calibration covering ``config``'s patch pairs at this key, else a new one of every pair that
+    """The stored calibration covering ``config``'s patch pairs at this key, else a new one of every pair that
     fits the latent (stored); and whether it was measured now."""
-    found = cached(CostKey.of(model, latent_shape, caption_tokens, device))
+    found = stored_calibration(CostKey.of(model, latent_shape, caption_tokens, device))
     wanted = {stage.patch for stage in config.stages}
     if found is not None and wanted <= found.guided.keys() and wanted <= found.unguided.keys():
         return found, False
     costs = calibrate(model, latent_shape, caption_tokens, device)
-    store(costs)
+    store_calibration(costs)
     return costs, True
 
 
 def latest_for(model_hash: str, latent_shape: Sequence[int], path: Optional[Path] = None) -> Optional[CallCosts]:
     """The most recent calibration of an architecture at a latent size (any dtype, device or caption length):
     what the page shows before a run says more."""
-    matching = [entry for entry in load_cache(path)
+    matching = [entry for entry in load_calibrations(path)
                 if entry.key.model == model_hash and entry.key.latent == tuple(latent_shape)]
     return max(matching, key=lambda entry: entry.measured_at, default=None)

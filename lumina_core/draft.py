@@ -48,12 +48,12 @@ def decode_draft(vae, latent: torch.Tensor, scale: int = DRAFT_SCALE,
 
 
 def draft_call(config: SampleConfig) -> Optional[int]:
-    """Index (in ``config.plan()``) of the first stage's last model call, or None when there is no draft: one
-    stage only, or a first stage that makes no call on the grid."""
+    """Index (in ``config.model_calls()``) of the first stage's last model call, or None when there is no draft:
+    one stage only, or a first stage that makes no call on the grid."""
     if len(config.stages) < 2:
         return None
     first = config.stages[0]
-    indices = [index for index, (_, _, _, stage) in enumerate(config.plan()) if stage == first]
+    indices = [index for index, (_, _, _, stage) in enumerate(config.model_calls()) if stage == first]
     return indices[-1] if indices else None
 
 

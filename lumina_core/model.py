@@ -27,7 +27,7 @@ from torch import nn
 from .rope import apply_rope, axis_dims, rope_frequencies
 
 ATTENTION_BACKENDS = ("sdpa", "reference")
-ROPE_CACHE_SIZE = 8  # token grids whose RoPE tables are kept (one per patch pair and video size in use)
+ROPE_TABLES_KEPT = 8  # token grids whose RoPE tables are kept (one per patch pair and video size in use)
 OFFICIAL_NAMES = {"all_patch_size": "patch_sizes", "all_f_patch_size": "f_patch_sizes"}
 
 
@@ -328,7 +328,7 @@ class NextDiT(nn.Module):
         self.layers = nn.ModuleList(TransformerBlock(config, ops, **factory) for _ in range(config.n_layers))
         # Kept for checkpoint compatibility; the official forward pass never reads it.
         self.pad_token = nn.Parameter(torch.empty(config.dim, **factory))
-        self._rope_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._rope_tables: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self.token_runner: Optional[TokenRunner] = None
         if init_weights:
             self.initialize_weights()
@@ -386,19 +386,19 @@ class NextDiT(nn.Module):
 
     # -- patches -----------------------------------------------------------------------------
     def _rope(self, grid: tuple[int, int, int], device) -> torch.Tensor:
-        """RoPE table of a token grid on ``device``, from a small LRU cache (ROPE_CACHE_SIZE grids)."""
+        """RoPE table of a token grid on ``device``; the last ROPE_TABLES_KEPT grids' tables are kept."""
         key = (grid, torch.device(device))
-        if key in self._rope_cache:
-            self._rope_cache.move_to_end(key)
+        if key in self._rope_tables:
+            self._rope_tables.move_to_end(key)
         else:
-            self._rope_cache[key] = rope_frequencies(self.config.head_dim, self.config.rope_theta, *grid).to(device)
-            while len(self._rope_cache) > ROPE_CACHE_SIZE:
-                self._rope_cache.popitem(last=False)
-        return self._rope_cache[key]
+            self._rope_tables[key] = rope_frequencies(self.config.head_dim, self.config.rope_theta, *grid).to(device)
+            while len(self._rope_tables) > ROPE_TABLES_KEPT:
+                self._rope_tables.popitem(last=False)
+        return self._rope_tables[key]
 
     def _apply(self, fn, recurse=True):
-        # .to() / .cuda() / offloading: cached RoPE tables must not stay on a device the model left.
-        self._rope_cache.clear()
+        # .to() / .cuda() / offloading: kept RoPE tables must not stay on a device the model left.
+        self._rope_tables.clear()
         return super()._apply(fn, recurse)
 
     def _patchify(self, item: torch.Tensor, patch_size: int, f_patch_size: int) -> torch.Tensor:

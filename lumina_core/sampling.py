@@ -21,7 +21,6 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .cache import StepCache
 from .limits import load_json
 from .model import check_latent_size
 from .schedule import (
@@ -33,6 +32,7 @@ from .schedule import (
     time_grid,
     value_at,
 )
+from .step_cache import StepCache
 
 Caption = tuple[torch.Tensor, torch.Tensor]  # (features [B, L, D], mask [B, L])
 
@@ -132,9 +132,9 @@ class SampleConfig:
     @property
     def guided(self) -> bool:
         """True when some model call of this config runs with cfg > 0 (it then needs a negative caption)."""
-        return any(value_at(self.cfg, t) > 0 for _, t, _, _ in self.plan())
+        return any(value_at(self.cfg, t) > 0 for _, t, _, _ in self.model_calls())
 
-    def plan(self) -> list[tuple[int, float, float, Stage]]:
+    def model_calls(self) -> list[tuple[int, float, float, Stage]]:
         """(grid index, t, t_next, stage) of every model call this config makes, in order."""
         grid = self.grid().tolist()
         calls = []
@@ -242,31 +242,57 @@ def check_sample_inputs(model, noise: torch.Tensor, cond: Caption, uncond: Optio
         raise ValueError(f"{uncond[0].shape[0]} negative caption rows for a batch of {noise.shape[0]} latents")
 
 
+Velocity = Callable[[torch.Tensor, float, Stage, tuple[float, float, float, float]], torch.Tensor]
+"""``velocity(x, t, stage, guidance)``: the guided velocity [B, C, F, H, W] of one model call at grid time t, run at
+the stage's patch pair with ``guidance`` = (cfg, motion, negative motion, renorm) in force at t."""
+
+
+@torch.no_grad()
+def integrate(noise: torch.Tensor, config: SampleConfig, velocity: Velocity,
+              callback: Optional[Callable[[dict], None]] = None,
+              should_stop: Optional[Callable[[], bool]] = None) -> torch.Tensor:
+    """The sampler loop, one Euler step per model call of ``config``: x += (t_next - t) * velocity(x, t, ...),
+    from ``noise`` (float32); returns the float32 latent at the end of the last stage. :func:`sample` and the
+    parallel sampler both run it, with their own velocity.
+
+    ``callback(dict(step, t, t_next, x, velocity, patch_size, f_patch_size, index, total))`` runs after every
+    velocity, before the update (x is the latent at t). ``should_stop()`` is asked before every model call; when
+    it answers true the loop raises InterruptedError.
+    """
+    calls = config.model_calls()
+    x = noise.float()
+    grid = config.grid()
+    for index, (step, t, t_next, stage) in enumerate(calls):
+        if should_stop is not None and should_stop():
+            raise InterruptedError(f"sampling stopped before model call {index + 1} of {len(calls)} (should_stop() "
+                                   "answered true)")
+        v = velocity(x, t, stage, guidance_at(config, t))
+        if callback is not None:
+            callback(dict(step=step, t=t, t_next=t_next, x=x, velocity=v, patch_size=stage.patch_size,
+                          f_patch_size=stage.f_patch_size, index=index, total=len(calls)))
+        x = x + (grid[step + 1] - grid[step]) * v
+    return x
+
+
 @torch.no_grad()
 def sample(model, noise: torch.Tensor, cond: Caption, uncond: Optional[Caption], config: SampleConfig,
            callback: Optional[Callable[[dict], None]] = None, cache: Optional[StepCache] = None) -> torch.Tensor:
     """Integrate the flow ODE from ``noise`` (the latent at the first stage's start) over the config's
-    stages; returns the float32 latent at the end of the last stage.
+    stages with ``model``'s guided velocities (:func:`integrate`); returns the float32 latent at the end of the
+    last stage.
 
-    ``callback(dict(step, t, t_next, x, velocity, patch_size, f_patch_size, index, total))`` runs
-    after every step, before the Euler update (x is the latent at t). An exception raised in
+    ``callback`` runs after every step, before the Euler update (see :func:`integrate`). An exception raised in
     it stops sampling; the input tensors are never modified.
 
-    ``cache`` (a fresh :class:`~lumina_core.cache.StepCache`) may replace guided velocities by predictions;
+    ``cache`` (a fresh :class:`~lumina_core.step_cache.StepCache`) may replace guided velocities by predictions;
     it starts over at every stage and at every change of cfg, motion, negative motion or renorm, so the
     first calls after a patch switch or cfg truncation always run the model. ``cache.summary()`` then says
     how many calls it skipped per stage.
     """
     check_sample_inputs(model, noise, cond, uncond, config)
-    calls = config.plan()
-    x = noise.float()
-    grid = config.grid()
-    for index, (step, t, t_next, stage) in enumerate(calls):
-        guidance = guidance_at(config, t)
+
+    def velocity(x: torch.Tensor, t: float, stage: Stage, guidance: tuple) -> torch.Tensor:
         compute = partial(guided_velocity, model, x, t, stage, cond, uncond, *guidance)
-        velocity = compute() if cache is None else cache("guided", stage.patch, t, x, compute, phase=guidance)
-        if callback is not None:
-            callback(dict(step=step, t=t, t_next=t_next, x=x, velocity=velocity, patch_size=stage.patch_size,
-                          f_patch_size=stage.f_patch_size, index=index, total=len(calls)))
-        x = x + (grid[step + 1] - grid[step]) * velocity
-    return x
+        return compute() if cache is None else cache("guided", stage.patch, t, x, compute, phase=guidance)
+
+    return integrate(noise, config, velocity, callback)

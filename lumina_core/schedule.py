@@ -19,6 +19,12 @@ from .limits import MAX_STAGES, MAX_STEPS, is_finite_number
 Scalar = Union[int, float, str]
 
 
+def shift_time(t: torch.Tensor, shift: float) -> torch.Tensor:
+    """t' = t / (t + s - s*t): times pushed towards 0 (noise) for s > 1, unchanged for s = 1; the sampler's grid
+    shift ts and the demo training's time shift."""
+    return t / (t + shift - shift * t)
+
+
 def time_grid(steps: int, shift: float | None) -> torch.Tensor:
     """float32 grid linspace(0, 1, steps), shifted t' = t / (t + s - s*t) when shift s is set.
 
@@ -40,7 +46,7 @@ def time_grid(steps: int, shift: float | None) -> torch.Tensor:
     if shift:
         if shift < 0:
             raise ValueError(f"time shift ts {shift} is negative; use ts >= 0 (0 = no shift; official 8 or 24)")
-        t = t / (t + shift - shift * t)
+        t = shift_time(t, shift)
     return t
 
 

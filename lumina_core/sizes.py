@@ -17,7 +17,13 @@ from typing import Optional, Sequence
 
 from .limits import MAX_FRAMES, MAX_SIDE
 from .sampling import SampleConfig
-from .vae import SPATIAL_COMPRESSION, frame_count_for_latents, is_valid_frame_count, latent_count_for_frames
+from .vae import (
+    LATENT_CHANNELS,
+    SPATIAL_COMPRESSION,
+    frame_count_for_latents,
+    is_valid_frame_count,
+    latent_count_for_frames,
+)
 
 CUSTOM_RESOLUTION = "custom"
 RESOLUTION_TARGETS = (960, 512)  # the official target sizes (f24F96R960, f16F64R512)
@@ -112,6 +118,12 @@ def check_video_size(width: int, height: int, frames: int, config: Optional[Samp
         raise ValueError(f"frames {frames} make {latents} latent frames, which the schedule's {grouped.patch} stage "
                          f"cannot split into groups of {f_patch}; use {below} or {above} frames, or a schedule "
                          f"whose stages all have f-patch 1 (e.g. f24F96R960)")
+
+
+def latent_shape(width: int, height: int, frames: int, batch: int = 1) -> tuple[int, int, int, int, int]:
+    """The latent [batch, 16, latent frames, height / 8, width / 8] the VAE makes of ``batch`` videos of this size."""
+    return (batch, LATENT_CHANNELS, latent_count_for_frames(frames), height // SPATIAL_COMPRESSION,
+            width // SPATIAL_COMPRESSION)
 
 
 def check_latent_video_size(latent_shape: Sequence[int], config: SampleConfig) -> None:

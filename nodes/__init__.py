@@ -7,7 +7,6 @@ from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
 from .budget import LuminaVideoScheduleForTimeBudget
-from .cache import LuminaVideoStepCache
 from .guidance import LuminaVideoGuider, LuminaVideoModelSchedule, LuminaVideoSigmas
 from .loaders import (
     LuminaVideoModelLoader,
@@ -22,6 +21,7 @@ from .schedule import (
     LuminaVideoSchedulePreset,
     LuminaVideoScheduleStage,
 )
+from .step_cache import LuminaVideoStepCache
 from .text import LuminaVideoTextEncode, LuminaVideoTextEncodeCLIP
 from .video import LuminaVideoEmptyLatentVideo, LuminaVideoVAEDecode, LuminaVideoVAEEncode
 

@@ -8,7 +8,8 @@ import comfy.model_management
 import comfy.model_patcher
 import torch
 
-WEIGHT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from ..lumina_core.precision import DTYPES
+
 DEFAULT = "default"
 
 
@@ -17,9 +18,9 @@ def dtype_for(choice: str, load_device: torch.device) -> torch.dtype:
     (the official inference dtype), else fp32 (CPU)."""
     if choice == DEFAULT:
         return torch.bfloat16 if comfy.model_management.should_use_bf16(load_device) else torch.float32
-    if choice not in WEIGHT_DTYPES:
-        raise ValueError(f"weight_dtype {choice!r} is unknown; use one of {DEFAULT}, {', '.join(WEIGHT_DTYPES)}")
-    return WEIGHT_DTYPES[choice]
+    if choice not in DTYPES:
+        raise ValueError(f"weight_dtype {choice!r} is unknown; use one of {DEFAULT}, {', '.join(DTYPES)}")
+    return DTYPES[choice]
 
 
 def patcher(module: torch.nn.Module, load_device, offload_device) -> comfy.model_patcher.ModelPatcher:

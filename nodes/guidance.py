@@ -13,7 +13,7 @@ import comfy.samplers
 import torch
 from comfy_api.latest import io
 
-from ..lumina_core.sampling import SampleConfig
+from ..lumina_core.sampling import SampleConfig, guide
 from ..lumina_core.schedule import value_at
 from . import io_types
 from .native import official_time, with_schedule
@@ -45,14 +45,7 @@ class ScheduleGuider(comfy.samplers.CFGGuider):
         rows = [self.conds.get("positive")] + ([self.conds.get("negative")] if cfg > 0 else [])
         denoised = comfy.samplers.calc_cond_batch(self.inner_model, rows, x, timestep, model_options)
         # x0 - x = sigma * v: guidance is linear and the renorm ratio scale-free, so both act on it as on v
-        positive = denoised[0] - x
-        guided = positive + cfg * (positive - (denoised[1] - x)) if cfg > 0 else positive
-        if renorm > 0:
-            dims = tuple(range(1, guided.dim()))
-            cap = torch.linalg.vector_norm(positive, dim=dims, keepdim=True) * renorm
-            norm = torch.linalg.vector_norm(guided, dim=dims, keepdim=True)
-            guided = torch.where(norm >= cap, guided * (cap / norm), guided)
-        return x + guided
+        return x + guide(denoised[0] - x, denoised[1] - x if cfg > 0 else None, cfg, renorm)
 
 
 class LuminaVideoModelSchedule(io.ComfyNode):

@@ -10,13 +10,15 @@ from dataclasses import dataclass
 import torch
 from comfy_api.latest import io
 
-TextEncoder = io.Custom("LUMINA_VIDEO_TEXT_ENCODER")
+from ..lumina_core.app import node_table
+
+TextEncoder = io.Custom(node_table.TEXT_ENCODER)
 """A :class:`TextEncoderBundle`."""
 
-Schedule = io.Custom("LUMINA_VIDEO_SCHEDULE")
+Schedule = io.Custom(node_table.SCHEDULE)
 """A lumina_core.sampling.SampleConfig."""
 
-Vae = io.Custom("LUMINA_VIDEO_VAE")
+Vae = io.Custom(node_table.VAE)
 """A comfy ModelPatcher whose ``.model`` is a :class:`Component` holding the CogVideoX VAE."""
 
 

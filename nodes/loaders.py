@@ -11,6 +11,7 @@ import torch
 from comfy_api.latest import io
 
 from ..lumina_core import demo
+from ..lumina_core.app.node_table import MODEL_LOADER, SAME_FOLDER, TEXT_ENCODER_LOADER, VAE_LOADER
 from ..lumina_core.checkpoint import OFFICIAL_WEIGHT_FILES, load_model
 from ..lumina_core.sampling import SampleConfig
 from ..lumina_core.schedule import Stage
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 TEXT_ENCODER_FOLDER_FILES = ("config.json",)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 VAE_FOLDER_FILES = ("config.json",)
-SAME_FOLDER = "(from the text encoder folder)"
 
 DEFAULT_SCHEDULE = SampleConfig.preset("f24F96R960-MultiScale")
 DTYPE_TOOLTIP = ("Weight dtype. default: bf16 on GPUs that compute it natively (the official inference dtype), "
@@ -38,8 +38,8 @@ def _demo_components(vae_dtype: torch.dtype = torch.float32) -> demo.DemoCompone
     """The built-in demo components, without disturbing the global torch RNG (untrained stand-ins are
     built from a fixed seed). All three are small, so each loader builds the set and keeps its part."""
     if not demo.DEMO_IS_TRAINED:
-        log.warning("Lumina-Video: the built-in demo models have untrained random weights; the video will be noise "
-                    "until trained demo weights ship")
+        log.warning(f"Lumina-Video: the built-in demo models have untrained random weights ({demo.MODELS_DIR} is "
+                    "missing or incomplete); the video will be noise")
     with torch.random.fork_rng(devices=[]):
         return demo.load_demo(vae_dtype)
 
@@ -58,7 +58,7 @@ class LuminaVideoModelLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="LuminaVideoModelLoader",
+            node_id=MODEL_LOADER.id,
             display_name="Lumina-Video Model Loader",
             category="Lumina-Video/loaders",
             description="Loads a Lumina-Video Multi-scale Next-DiT from models/diffusion_models (an official folder "
@@ -100,7 +100,7 @@ class LuminaVideoTextEncoderLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="LuminaVideoTextEncoderLoader",
+            node_id=TEXT_ENCODER_LOADER.id,
             display_name="Lumina-Video Text Encoder Loader",
             category="Lumina-Video/loaders",
             description="Loads the Gemma-2 text encoder (Hugging Face folder, or one .safetensors file plus a "
@@ -154,7 +154,7 @@ class LuminaVideoVAELoader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="LuminaVideoVAELoader",
+            node_id=VAE_LOADER.id,
             display_name="Lumina-Video VAE Loader",
             category="Lumina-Video/loaders",
             description="Loads the CogVideoX VAE (THUDM/CogVideoX-2b vae/ folder or one .safetensors file) from "

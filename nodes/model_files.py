@@ -7,7 +7,7 @@ import os
 
 import folder_paths
 
-DEMO = "lumina-video-demo (built-in)"
+from ..lumina_core.app.node_table import DEMO_ENTRY as DEMO
 
 
 def _listing(root: str, markers: tuple[str, ...]) -> tuple[set[str], dict[str, int]]:

@@ -11,13 +11,12 @@ import comfy.utils
 import torch
 from comfy_api.latest import io
 
-from ..lumina_core import ray_ranks
-from ..lumina_core.parallel import ParallelPlan, check_plan
+from ..lumina_core.parallel import ParallelPlan, check_plan, ray_ranks
 from ..lumina_core.sampling import SampleConfig, seeded_noise
 from . import io_types
-from .cache import attached_cache
 from .native import LuminaVideoDiT
 from .sampler import TOOLTIPS, prepare, preview, stage_output
+from .step_cache import attached_cache
 
 PREFIX = "diffusion_model."
 _model_keys: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -73,7 +72,7 @@ def run_on_ranks(model_patcher, positive: list, negative: list, noise: torch.Ten
         comfy.model_management.unload_all_models()
         comfy.model_management.soft_empty_cache()
     weight_bytes = sum(t.numel() * t.element_size() for t in network.state_dict().values())
-    progress = comfy.utils.ProgressBar(len(config.plan()))
+    progress = comfy.utils.ProgressBar(len(config.model_calls()))
 
     def on_progress(info: dict) -> None:
         progress.update_absolute(info["index"] + 1, info["total"], preview(info))

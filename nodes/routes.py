@@ -60,8 +60,8 @@ from ..lumina_core.limits import (
 )
 from ..lumina_core.sampling import SampleConfig
 from ..lumina_core.schedule import Stage, format_patch, parse_patch
-from ..lumina_core.sizes import resolution_size
-from ..lumina_core.vae import LATENT_CHANNELS, SPATIAL_COMPRESSION, latent_count_for_frames
+from ..lumina_core.sizes import latent_shape, resolution_size
+from ..lumina_core.vae import LATENT_CHANNELS
 from .model_files import DEMO, resolve
 from .schedule import preset_config
 from .video import LuminaVideoEmptyLatentVideo
@@ -163,7 +163,7 @@ def plan_of(config: SampleConfig, costs: Optional[CallCosts]) -> dict:
     """Stages with their model-call counts (and predicted seconds when a calibration covers them), and the t of
     every call."""
     grid = config.grid()
-    calls = config.plan()
+    calls = config.model_calls()
     answer = {
         "stages": [{"patch": stage.patch, "t_start": stage.t_start, "t_end": stage.t_end,
                     "calls": stage.steps_on(grid)} for stage in config.stages],
@@ -216,7 +216,7 @@ def latent_size(request: Any) -> dict:
     if verdict is not True:
         raise ValueError(verdict)
     width, height = resolution_size(resolution, width, height)
-    return {"latent": [latent_count_for_frames(frames), height // SPATIAL_COMPRESSION, width // SPATIAL_COMPRESSION]}
+    return {"latent": list(latent_shape(width, height, frames)[2:])}
 
 
 # -- answering off the event loop ------------------------------------------------------------------

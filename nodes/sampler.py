@@ -15,12 +15,12 @@ from comfy.cli_args import LatentPreviewMethod, args
 from comfy_api.latest import io
 from PIL import Image
 
-from ..lumina_core.draft import DRAFT_SCALE, FirstStageDraft, decode_draft
+from ..lumina_core.app.node_table import SAMPLER
+from ..lumina_core.draft import DRAFT_SCALE, FirstStageDraft, decode_draft, predicted_clean
 from ..lumina_core.sampling import SampleConfig, check_runnable, sample, seeded_noise
 from ..lumina_core.sizes import check_latent_video_size
 from ..lumina_core.vae import SCALING_FACTOR
 from . import io_types
-from .cache import attached_cache, log_summary
 from .devices import loaded
 from .native import MOTION_KEY, OfficialCall, lumina_video_model
 from .schedule import (
@@ -30,6 +30,7 @@ from .schedule import (
     stage_config,
     t_end_input,
 )
+from .step_cache import attached_cache, log_summary
 
 STAGE_END = "lumina_video_stage_end"
 """Key of a sampler's LATENT output: {"t", "steps", "shift", "latent"}: where on which grid the latent stands, and
@@ -77,12 +78,11 @@ def with_conditioning_motion(config: SampleConfig, positive: list, negative: lis
 
 
 def preview(info: dict):
-    """Cheap live preview: the predicted clean latent x + (1 - t) v, its first 3 channels averaged over
-    frames and each stretched to [0, 1]; None when previews are off."""
+    """Cheap live preview: the predicted clean latent (the draft's), its first 3 channels averaged over frames
+    and each stretched to [0, 1]; None when previews are off."""
     if args.preview_method == LatentPreviewMethod.NoPreviews:
         return None
-    clean = info["x"][0, :3] + (1.0 - info["t"]) * info["velocity"][0, :3]  # [3, F, h, w]
-    rgb = clean.float().mean(dim=1)
+    rgb = predicted_clean(info)[0, :3].mean(dim=1)  # [3, F, h, w] -> [3, h, w]
     low, high = rgb.amin(dim=(1, 2), keepdim=True), rgb.amax(dim=(1, 2), keepdim=True)
     rgb = (rgb - low) / (high - low).clamp_min(1e-6)
     pixels = (rgb.permute(1, 2, 0) * 255).round().to(torch.uint8).cpu().numpy()
@@ -158,7 +158,7 @@ def run(model_patcher, positive: list, negative: list, x: torch.Tensor, config: 
     network, cond, uncond, config = prepare(model_patcher, positive, negative, x, config)
     comfy.model_management.load_models_gpu([model_patcher])  # patches (LoRA) applied, partly loaded if memory asks
     device = model_patcher.load_device
-    progress = comfy.utils.ProgressBar(len(config.plan()))
+    progress = comfy.utils.ProgressBar(len(config.model_calls()))
     draft = drafter(model_patcher, draft_vae, config)
 
     def callback(info: dict) -> None:
@@ -187,7 +187,7 @@ class LuminaVideoSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="LuminaVideoSampler",
+            node_id=SAMPLER.id,
             display_name="Lumina-Video Sampler",
             category="Lumina-Video/sampling",
             description="Runs a whole schedule from seeded noise: Euler steps on the shifted time grid, each stage "

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from comfy_api.latest import io
 
+from ..lumina_core.app.node_table import SCHEDULE_JSON
 from ..lumina_core.demo import DEMO_SCHEDULE
 from ..lumina_core.limits import MAX_SHIFT, MAX_STEPS
 from ..lumina_core.sampling import OFFICIAL_PRESETS, SampleConfig
@@ -115,7 +116,7 @@ class LuminaVideoScheduleJSON(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="LuminaVideoScheduleJSON",
+            node_id=SCHEDULE_JSON.id,
             display_name="Lumina-Video Schedule (JSON)",
             category="Lumina-Video/schedule",
             description="A schedule from an official sample-config object, as in the official configs.",

@@ -9,6 +9,7 @@ import comfy.model_management
 import comfy.text_encoders.lumina2
 from comfy_api.latest import io
 
+from ..lumina_core.app.node_table import TEXT_ENCODE
 from ..lumina_core.text import MAX_TOKENS, PromptTruncatedWarning, apply_template, encode_prompts, pad_captions
 from . import io_types
 from .devices import loaded
@@ -34,7 +35,7 @@ class LuminaVideoTextEncode(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="LuminaVideoTextEncode",
+            node_id=TEXT_ENCODE.id,
             display_name="Lumina-Video Text Encode",
             category="Lumina-Video/conditioning",
             description="Encodes the prompt and the negative prompt as the official pipeline does: system template in "

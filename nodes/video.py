@@ -10,9 +10,10 @@ import comfy.model_management
 import torch
 from comfy_api.latest import InputImpl, Types, io
 
+from ..lumina_core.app.node_table import EMPTY_LATENT_VIDEO, VAE_DECODE
 from ..lumina_core.limits import MAX_BATCH, MAX_FRAMES, MAX_SIDE
-from ..lumina_core.sizes import CUSTOM_RESOLUTION, OFFICIAL_RESOLUTIONS, check_video_size, resolution_size
-from ..lumina_core.vae import LATENT_CHANNELS, SPATIAL_COMPRESSION, decode, encode, latent_count_for_frames
+from ..lumina_core.sizes import CUSTOM_RESOLUTION, OFFICIAL_RESOLUTIONS, check_video_size, latent_shape, resolution_size
+from ..lumina_core.vae import SPATIAL_COMPRESSION, decode, encode
 from . import io_types
 from .devices import loaded
 
@@ -30,7 +31,7 @@ class LuminaVideoEmptyLatentVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="LuminaVideoEmptyLatentVideo",
+            node_id=EMPTY_LATENT_VIDEO.id,
             display_name="Lumina-Video Empty Latent Video",
             category="Lumina-Video/latent",
             description="A zero LATENT [batch, 16, latent frames, height/8, width/8] that sets the video size.",
@@ -71,8 +72,7 @@ class LuminaVideoEmptyLatentVideo(io.ComfyNode):
     def execute(cls, resolution, width, height, frames, batch_size) -> io.NodeOutput:
         width, height = resolution_size(resolution, width, height)
         check_video_size(width, height, frames)
-        shape = (batch_size, LATENT_CHANNELS, latent_count_for_frames(frames),
-                 height // SPATIAL_COMPRESSION, width // SPATIAL_COMPRESSION)
+        shape = latent_shape(width, height, frames, batch_size)
         return io.NodeOutput({"samples": torch.zeros(shape, device=comfy.model_management.intermediate_device())})
 
 
@@ -80,7 +80,7 @@ class LuminaVideoVAEDecode(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="LuminaVideoVAEDecode",
+            node_id=VAE_DECODE.id,
             display_name="Lumina-Video VAE Decode",
             category="Lumina-Video/latent",
             description="Decodes latents (from the Lumina-Video samplers or any core sampler) with the CogVideoX VAE "

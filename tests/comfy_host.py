@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from lumina_core.app.node_table import DEMO_ENTRY as DEMO
+
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 HOST_MISSING = None if COMFYUI_PATH and Path(COMFYUI_PATH, "main.py").is_file() else (
     "no ComfyUI host: COMFYUI_PATH is unset or has no main.py (set it to a ComfyUI source tree, e.g. "
@@ -37,7 +39,6 @@ def require_host() -> None:
 
 ROOT = Path(__file__).resolve().parents[1]
 LINK_NAME = "comfyui-lumina-video"
-DEMO = "lumina-video-demo (built-in)"
 BOOT_TIMEOUT_S = 300  # hang guards for a loaded machine, not speed checks
 RUN_TIMEOUT_S = 300
 

@@ -17,7 +17,7 @@ PARITY = Path(__file__).parent / "data" / "parity"
 @pytest.fixture(autouse=True)
 def cache_dir(tmp_path, monkeypatch):
     """Every test keeps its machine calibrations (lumina_core.cost) in its own folder, never the user's cache."""
-    monkeypatch.setenv(cost.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(cost.CALIBRATION_DIR_ENV, str(tmp_path / "cache"))
     return tmp_path / "cache"
 
 

@@ -1,7 +1,7 @@
 """One table of video sizes for the one size rule (lumina_core.sizes.check_video_size), checked against the
 command line (test_cli.py) and the nodes (test_nodes.py): both must accept and refuse the same rows."""
 
-from lumina_core import cli
+from lumina_core.app import cli
 
 # (width, height, frames, schedule, None = accepted, else a part of the error message both give)
 SIZE_TABLE = [
@@ -34,7 +34,7 @@ def cli_verdict(width: int, height: int, frames: int, schedule: str):
     if schedule != "demo":  # the command line's default schedule is the demo's
         argv += ["--schedule", schedule]
     try:
-        cli.plan(cli.build_parser().parse_args(argv))
+        cli.resolve_settings(cli.build_parser().parse_args(argv))
     except ValueError as error:
         return str(error)
     return None

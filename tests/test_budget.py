@@ -87,7 +87,7 @@ def test_a_budget_below_the_cheapest_schedule_is_refused_with_its_minimum():
 def finest_fitting_steps(base: SampleConfig, costs: CallCosts, budget: float) -> int | None:
     """The reference: every grid from the base's down, each walked call by call (SampleConfig.plan)."""
     for steps in range(base.steps, 1, -1):
-        plan = replace(base, steps=steps).plan()
+        plan = replace(base, steps=steps).model_calls()
         seconds = sum(costs.call_seconds(stage, float(value_at(base.cfg, t))) for _, t, _, stage in plan)
         if {stage for _, _, _, stage in plan} == set(base.stages) and seconds <= budget:
             return steps
@@ -116,7 +116,7 @@ def test_predictions_count_the_calls_on_the_grid_without_walking_the_plan(monkey
     cases = []
     for _ in range(60):
         base = random_schedule(rng)
-        calls = [sum(1 for _, _, _, stage in base.plan() if stage == s) for s in base.stages]
+        calls = [sum(1 for _, _, _, stage in base.model_calls() if stage == s) for s in base.stages]
         budget = rng.uniform(0.05, 1.2) * predicted_seconds(base, COSTS)
         cases.append((base, calls, budget, finest_fitting_steps(base, COSTS, budget)))
     monkeypatch.setattr(SampleConfig, "plan", lambda self: pytest.fail("a prediction walked the plan call by call"))
@@ -139,7 +139,7 @@ def cli(tmp_path, *extra):
     return subprocess.run([sys.executable, "-m", "lumina_core", "generate", "--prompt", "a red circle moving left",
                            "--out", str(tmp_path / "clip.mp4"), "--steps", "8", *extra],
                           capture_output=True, text=True, timeout=600, cwd=ROOT,
-                          env={**os.environ, cost.CACHE_ENV: str(tmp_path / "cache")})
+                          env={**os.environ, cost.CALIBRATION_DIR_ENV: str(tmp_path / "cache")})
 
 
 def test_cli_time_budget_fits_the_schedule_or_refuses_with_the_minimum(tmp_path):

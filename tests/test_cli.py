@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 from size_rule import SIZE_TABLE, cli_verdict
 
-from lumina_core import cli, demo
+from lumina_core import demo
+from lumina_core.app import cli
 from lumina_core.precision import resolve_dtype
 
 ROOT = Path(__file__).resolve().parents[1]  # the CLI runs from the repository, as the README says
@@ -154,9 +155,13 @@ def test_auto_dtype_is_bf16_where_the_cpu_computes_it(monkeypatch, avx512_bf16, 
     assert resolve_dtype("fp32", "cpu") == "fp32"  # an explicit choice is kept
 
 
-@pytest.mark.parametrize("choice, expected", [("bf16", ["bf16"] * 3), ("fp32", ["fp32"] * 3),
-                                              ("fp16", ["fp16", "fp32", "fp16"])])
-def test_component_dtypes(choice, expected):
-    """--dtype sets the transformer, text encoder and VAE, except fp16 for the text encoder (Gemma-2 overflows it)."""
+@pytest.mark.parametrize("choice, native_bf16, expected", [
+    ("bf16", False, ["bf16"] * 3), ("fp32", True, ["fp32"] * 3), ("fp16", True, ["fp16", "fp32", "fp16"]),
+    ("auto", True, ["bf16"] * 3), ("auto", False, ["fp32"] * 3)])
+def test_component_dtypes(monkeypatch, choice, native_bf16, expected):
+    """--dtype sets the transformer, text encoder and VAE, except fp16 for the text encoder (Gemma-2 overflows it);
+    auto is bf16 on a CPU that computes it natively, else fp32."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     args = cli.build_parser().parse_args(["generate", "--prompt", "x", "--out", "v.mp4", "--dtype", choice])
     assert list(cli.component_dtypes(args).values()) == expected

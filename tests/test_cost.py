@@ -94,11 +94,14 @@ def test_calibration_reads_the_given_clock_around_each_timed_call(small_model):
 
 
 def test_the_key_follows_architecture_size_caption_and_dtype_not_weights(small_model):
-    same_architecture = NextDiT(small_model.config).eval()
-    assert cost.architecture_hash(same_architecture.config) == cost.architecture_hash(small_model.config)
+    cpu = torch.device("cpu")
+    torch.manual_seed(1)
+    retrained = NextDiT(NextDiTConfig.from_dict(small_model.config.to_dict())).eval()  # its own equal config
+    assert retrained.config is not small_model.config
+    assert not torch.equal(retrained.layers[0].attention.wq.weight, small_model.layers[0].attention.wq.weight)
+    assert CostKey.of(retrained, (1, 16, 4, 8, 8), 12, cpu) == CostKey.of(small_model, (1, 16, 4, 8, 8), 12, cpu)
     wider = NextDiT(replace(small_model.config, dim=96, n_heads=3, n_kv_heads=1)).eval()
     assert cost.architecture_hash(wider.config) != cost.architecture_hash(small_model.config)
-    cpu = torch.device("cpu")
     keys = {CostKey.of(small_model, (1, 16, 4, 8, 8), 12, cpu), CostKey.of(small_model, (1, 16, 4, 8, 16), 12, cpu),
             CostKey.of(small_model, (2, 16, 4, 8, 8), 12, cpu), CostKey.of(small_model, (1, 16, 4, 8, 8), 13, cpu),
             CostKey.of(NextDiT(small_model.config).to(torch.bfloat16), (1, 16, 4, 8, 8), 12, cpu)}
@@ -109,7 +112,7 @@ def test_a_calibration_is_paid_once_per_key(small_model, cache_dir, monkeypatch)
     config = SampleConfig.preset("f16F64R512-MultiScale")
     shape = (1, 16, 4, 8, 8)
     first, measured = calibration_for(small_model, shape, 12, torch.device("cpu"), config)
-    assert measured and (cache_dir / cost.CACHE_FILE).is_file()
+    assert measured and (cache_dir / cost.CALIBRATION_FILE).is_file()
 
     def refuse(*args, **kwargs):
         raise AssertionError("calibrated again although the cache holds this key")
@@ -123,19 +126,20 @@ def test_a_calibration_is_paid_once_per_key(small_model, cache_dir, monkeypatch)
 
 def test_the_cache_keeps_every_key_and_survives_a_damaged_file(cache_dir):
     other = replace(COSTS, key=replace(KEY, latent=(1, 16, 12, 64, 64)), measured_at=2.0)
-    cost.store(COSTS)
-    cost.store(other)
-    cost.store(replace(COSTS, guided={**COSTS.guided, "1x2": 11.0}))  # the same key replaces its entry
-    entries = cost.load_cache()
-    assert len(entries) == 2 and cost.cached(KEY).guided["1x2"] == 11.0 and cost.cached(other.key) == other
+    cost.store_calibration(COSTS)
+    cost.store_calibration(other)
+    cost.store_calibration(replace(COSTS, guided={**COSTS.guided, "1x2": 11.0}))  # the same key replaces its entry
+    entries = cost.load_calibrations()
+    assert len(entries) == 2 and cost.stored_calibration(KEY).guided["1x2"] == 11.0
+    assert cost.stored_calibration(other.key) == other
     assert cost.latest_for("abc", (1, 16, 12, 64, 64)) == other
     assert cost.latest_for("abc", (1, 16, 12, 16, 16)) is None
-    path = cache_dir / cost.CACHE_FILE
-    assert json.loads(path.read_text())["version"] == cost.CACHE_VERSION
+    path = cache_dir / cost.CALIBRATION_FILE
+    assert json.loads(path.read_text())["version"] == cost.CALIBRATION_FORMAT
     path.write_text("{not json")
-    assert cost.load_cache() == [] and cost.cached(KEY) is None
-    cost.store(COSTS)  # a damaged cache is rewritten, not an error
-    assert cost.cached(KEY) == COSTS
+    assert cost.load_calibrations() == [] and cost.stored_calibration(KEY) is None
+    cost.store_calibration(COSTS)  # a damaged cache is rewritten, not an error
+    assert cost.stored_calibration(KEY) == COSTS
 
 
 @pytest.mark.parametrize("content", ["[]", "null", '"text"', "3", '{"version": 1, "entries": {}}',
@@ -143,37 +147,37 @@ def test_the_cache_keeps_every_key_and_survives_a_damaged_file(cache_dir):
 def test_a_cache_of_another_shape_counts_as_empty_and_is_rewritten(cache_dir, content):
     """A top level of [], null or text raised on every time-budget run (and made the plan route answer 500); a
     new calibration could not repair it, since storing reads the file first."""
-    path = cache_dir / cost.CACHE_FILE
+    path = cache_dir / cost.CALIBRATION_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(content, errors="surrogateescape")
-    assert cost.load_cache() == [] and cost.latest_for("abc", KEY.latent) is None
-    assert cost.store(COSTS) == path
-    assert cost.load_cache() == [COSTS]
+    assert cost.load_calibrations() == [] and cost.latest_for("abc", KEY.latent) is None
+    assert cost.store_calibration(COSTS) == path
+    assert cost.load_calibrations() == [COSTS]
 
 
 def test_a_damaged_entry_is_left_out_and_the_others_kept(cache_dir):
     other = replace(COSTS, key=replace(KEY, caption_tokens=64))
-    cost.store(COSTS)
-    cost.store(other)
-    path = cache_dir / cost.CACHE_FILE
+    cost.store_calibration(COSTS)
+    cost.store_calibration(other)
+    path = cache_dir / cost.CALIBRATION_FILE
     data = json.loads(path.read_text())
     good, bad = data["entries"]
     damaged = [{**bad, "guided": {"2x4": float("nan")}}, {**bad, "unguided": {"2x4": -1.0}}, {**bad, "key": 3},
                {**bad, "key": {**bad["key"], "latent": "1x16"}}, {**bad, "key": {**bad["key"], "dtype": None}},
                {**bad, "measured_at": "yesterday"}, 7, None]
     path.write_text(json.dumps({**data, "entries": [*damaged, good]}))  # json writes NaN as NaN, as a file may hold
-    assert cost.load_cache() == [COSTS]
+    assert cost.load_calibrations() == [COSTS]
 
 
 def test_a_cache_that_cannot_be_written_is_a_warning_and_the_run_goes_on(tmp_path, monkeypatch, small_model, caplog):
     blocker = tmp_path / "a file"
     blocker.write_text("not a folder")
-    monkeypatch.setenv(cost.CACHE_ENV, str(blocker / "lumina_video"))  # its folder cannot be made (root can't either)
+    monkeypatch.setenv(cost.CALIBRATION_DIR_ENV, str(blocker / "lumina_video"))  # a folder even root cannot make
     config = SampleConfig.preset("f16F64R512-MultiScale")
     with caplog.at_level("WARNING", logger="lumina_core.cost"):
         costs, measured = calibration_for(small_model, (1, 16, 4, 8, 8), 12, torch.device("cpu"), config)
     assert measured and set(costs.guided) == {"2x4", "2x2", "1x2"}
-    assert "is used for this run but not kept" in caplog.text and cost.CACHE_ENV in caplog.text
+    assert "is used for this run but not kept" in caplog.text and cost.CALIBRATION_DIR_ENV in caplog.text
 
 
 def test_concurrent_writers_keep_both_entries(cache_dir, monkeypatch):
@@ -192,25 +196,25 @@ def test_concurrent_writers_keep_both_entries(cache_dir, monkeypatch):
 
     monkeypatch.setattr(cost, "atomic_target", slow_for_a)
     other = replace(COSTS, key=replace(KEY, caption_tokens=64))
-    a = threading.Thread(target=cost.store, args=(COSTS,), name="A")
-    b = threading.Thread(target=lambda: (cost.store(other), b_done.set()), name="B")
+    a = threading.Thread(target=cost.store_calibration, args=(COSTS,), name="A")
+    b = threading.Thread(target=lambda: (cost.store_calibration(other), b_done.set()), name="B")
     a.start()
     assert a_writing.wait(timeout=60)
     b.start()
     a.join(60)
     b.join(60)
-    assert sorted(entry.key.caption_tokens for entry in cost.load_cache()) == [32, 64]
+    assert sorted(entry.key.caption_tokens for entry in cost.load_calibrations()) == [32, 64]
 
 
 def test_the_cache_folder_follows_the_environment(cache_dir, monkeypatch, tmp_path):
-    assert cost.cache_path() == cache_dir / cost.CACHE_FILE
-    monkeypatch.delenv(cost.CACHE_ENV)
+    assert cost.calibration_file() == cache_dir / cost.CALIBRATION_FILE
+    monkeypatch.delenv(cost.CALIBRATION_DIR_ENV)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert cost.cache_path() == tmp_path / "xdg" / "lumina_video" / cost.CACHE_FILE
+    assert cost.calibration_file() == tmp_path / "xdg" / "lumina_video" / cost.CALIBRATION_FILE
 
 
 def test_guided_calls_in_the_prediction_follow_time_aware_cfg():
     config = SampleConfig.from_official({"P": "1x2", "step": 11, "ts": 0, "cfg": [4.0, [0.5, 0.0]]})
-    guided = sum(1 for _, t, _, _ in config.plan() if value_at(config.cfg, t) > 0)
+    guided = sum(1 for _, t, _, _ in config.model_calls() if value_at(config.cfg, t) > 0)
     assert guided == 5  # t = 0, 0.1, ..., 0.4
     assert predicted_seconds(config, COSTS) == pytest.approx(5 * 10.0 + 5 * 4.0)

@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
+from lumina_core.app.pipeline import VideoRequest, encode_request, sample_request
 from lumina_core.demo import DEMO_SCHEDULE, DEMO_SIZE, load_demo
 from lumina_core.draft import DRAFT_SCALE, FirstStageDraft, decode_draft, draft_call, draft_latent, predicted_clean
-from lumina_core.pipeline import VideoRequest, encode_request, sample_request
 from lumina_core.sampling import SampleConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +28,7 @@ def demo():
 
 
 def test_the_draft_comes_at_the_last_call_of_the_first_stage():
-    calls = DEMO.plan()
+    calls = DEMO.model_calls()
     index = draft_call(DEMO)
     assert calls[index][3] == DEMO.stages[0] and calls[index + 1][3] == DEMO.stages[1]
     assert draft_call(SampleConfig.preset("f24F96R960")) is None  # one stage: it ends with the final video
@@ -114,7 +114,8 @@ def test_cli_writes_the_draft_before_the_final_video_and_the_same_final_video(tm
 @pytest.mark.parametrize("draft, message", [("draft.avi", "--draft .*draft.avi must end in .mp4"),
                                             ("clip.mp4", "is the --out file")])
 def test_cli_refuses_a_bad_draft_name_before_loading(tmp_path, capsys, monkeypatch, draft, message):
-    from lumina_core import cli, demo
+    from lumina_core import demo
+    from lumina_core.app import cli
 
     monkeypatch.setattr(demo, "load_demo", lambda *a, **k: pytest.fail("a model loaded before the check"))
     with pytest.raises(SystemExit) as exit_info:

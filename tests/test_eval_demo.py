@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from benchmarks import eval_demo
-from lumina_core import demo, demo_data
+from training import demo_data
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,7 +95,6 @@ def test_shipped_size_counts_files_and_folders_with_replacements(tmp_path):
         pytest.approx(3 + 0.5 + 0.25)
 
 
-@pytest.mark.skipif(not demo.DEMO_IS_TRAINED, reason="no trained demo models in lumina_core/demo_models")
 def test_quick_evaluation_prints_the_table(tmp_path):
     # the timeout guards against a hang on a loaded machine; it is not a speed check
     out = tmp_path / "eval.json"

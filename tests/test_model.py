@@ -146,7 +146,7 @@ def test_config_refuses_inconsistent_heads():
         NextDiTConfig(dim=96, n_heads=12, n_kv_heads=4)
 
 
-# --- host seams: layers, attention, RoPE cache -----------------------------------------------------
+# --- host seams: layers, attention, RoPE tables ----------------------------------------------------
 
 
 class CountingOps:
@@ -213,15 +213,15 @@ def test_injected_attention_function_sees_every_call_and_decides_the_output(tiny
     assert not torch.allclose(run(model, *args), recorded)
 
 
-def test_rope_cache_is_bounded_and_never_outlives_a_move(tiny_model):
-    from lumina_core.model import ROPE_CACHE_SIZE
+def test_kept_rope_tables_are_bounded_and_never_outlive_a_move(tiny_model):
+    from lumina_core.model import ROPE_TABLES_KEPT
     model = NextDiT(tiny_model.config)
-    for frames in range(1, 3 * ROPE_CACHE_SIZE):
+    for frames in range(1, 3 * ROPE_TABLES_KEPT):
         model._rope((frames, 2, 2), "cpu")
-    assert len(model._rope_cache) == ROPE_CACHE_SIZE
+    assert len(model._rope_tables) == ROPE_TABLES_KEPT
     model._rope((1, 2, 2), torch.device("meta"))  # a table built for another device
-    assert any(t.device.type == "meta" for t in model._rope_cache.values())
+    assert any(t.device.type == "meta" for t in model._rope_tables.values())
     model.to(torch.float64)  # any move or cast (ComfyUI offloads with .to)
-    assert not model._rope_cache
+    assert not model._rope_tables
     table = model._rope((1, 2, 2), "cpu")
-    assert table.device.type == "cpu" and len(model._rope_cache) == 1
+    assert table.device.type == "cpu" and len(model._rope_tables) == 1

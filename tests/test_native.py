@@ -229,7 +229,7 @@ def test_easycache_and_context_windows_run_on_the_model(model, captions):
     finally:
         for handle in handles:
             handle.remove()
-    calls = len(schedule.plan())
+    calls = len(schedule.model_calls())
     assert len(seen) > calls  # several windows per step
     assert windowed.shape == base.shape and torch.isfinite(windowed).all()
     assert relative_error(windowed, base) > 1e-4  # windows of 4 latent frames, not the whole clip at once

@@ -17,9 +17,12 @@ import pytest
 import torch
 from comfy.cli_args import LatentPreviewMethod
 from comfy_api.latest import io
+from comfy_extras.nodes_video import SaveVideo
+from comfy_host import widget_inputs
+from lumina_video_pack.lumina_core.app import node_table
+from lumina_video_pack.lumina_core.app.pipeline import VideoRequest, generate_latents
 from lumina_video_pack.lumina_core.checkpoint import save_model
 from lumina_video_pack.lumina_core.motion import motion_score
-from lumina_video_pack.lumina_core.pipeline import VideoRequest, generate_latents
 from lumina_video_pack.lumina_core.sampling import OFFICIAL_PRESETS, SampleConfig
 from lumina_video_pack.lumina_core.schedule import Stage, value_at
 from lumina_video_pack.lumina_core.sizes import CUSTOM_RESOLUTION
@@ -113,7 +116,25 @@ def test_schema_names_category_tooltips_and_ranges(node):
             assert spec.options and (spec.default is None or spec.default in spec.options)
 
 
-def test_demo_loaders_leave_the_global_rng_alone():
+@pytest.mark.parametrize("names", [*node_table.PACK_NODES, node_table.SAVE_VIDEO], ids=lambda names: names.id)
+def test_the_node_table_names_each_node_as_it_is(names):
+    """The command line writes its graphs in the node table's names: each node's widgets (in order, and which one
+    has a control after generate value), its sockets and its outputs are the table's."""
+    node = {node.GET_SCHEMA().node_id: node for node in [*NODES, SaveVideo]}[names.id]
+    info = json.loads(json.dumps(node.GET_NODE_INFO_V1()))  # as /object_info serves it
+    widgets = widget_inputs(info)
+    assert [name for name, _ in widgets] == list(names.widgets)
+    assert [name for name, control in widgets if control] == ([names.control_after] if names.control_after else [])
+    sockets = [(name, info["input"][section][name][0]) for section in ("required", "optional")
+               for name in info["input_order"].get(section, []) if name not in dict(widgets)]
+    assert sockets == list(names.inputs)
+    assert list(zip(info["output_name"], info["output"])) == list(names.outputs)
+
+
+def test_demo_loaders_leave_the_global_rng_alone(monkeypatch):
+    """Without the trained files the demo components are seeded random ones; building them must not reseed the
+    global RNG (a workflow's other nodes draw from it)."""
+    monkeypatch.setattr(pack.lumina_core.demo, "DEMO_IS_TRAINED", False)  # the seeded path
     torch.manual_seed(123)
     expected = torch.rand(4)
     torch.manual_seed(123)
@@ -203,7 +224,8 @@ def test_stage_node_chain_equals_the_official_f24_preset():
 def calls(config):
     """(grid index, patch, cfg, motion, negative motion, renorm) of every model call."""
     values = (config.cfg, config.motion, config.neg_motion, config.renorm)
-    return [(index, stage.patch, *(value_at(value, t) for value in values)) for index, t, _, stage in config.plan()]
+    return [(index, stage.patch, *(value_at(value, t) for value in values))
+            for index, t, _, stage in config.model_calls()]
 
 
 def test_stage_node_refuses_a_stage_that_does_not_move_forward():
@@ -223,7 +245,7 @@ def test_plan_for_the_timeline_counts_calls_per_stage():
     stages = [{"patch": s["patch"], "t_start": start, "t_end": s["t_end"]}
               for s, start in zip(STAGES, (0.0, 0.3, 0.7))]
     chained = plan({"stages": stages, "steps": STEPS, "shift": SHIFT})
-    assert chained["call_times"] == [t for _, t, _, _ in chain().plan()]
+    assert chained["call_times"] == [t for _, t, _, _ in chain().model_calls()]
     with pytest.raises(ValueError, match="'FxP'"):
         plan({"stages": [{"patch": "3y2", "t_start": 0.0, "t_end": 1.0}], "steps": 7, "shift": 3.0})
 
@@ -331,7 +353,7 @@ def test_progress_counts_every_model_call_and_sends_previews(model, captions, la
     monkeypatch.setattr(comfy.cli_args.args, "preview_method", LatentPreviewMethod.Latent2RGB)
     schedule = chain()
     run(LuminaVideoSampler, model, positive, negative, latent, schedule, 0)
-    total = len(schedule.plan())
+    total = len(schedule.model_calls())
     assert [(value, count) for value, count, _ in updates] == [(i, total) for i in range(1, total + 1)]
     kind, image, _ = updates[-1][2]
     assert kind == "JPEG" and image.size == (4, 4) and image.mode == "RGB"

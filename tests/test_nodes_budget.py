@@ -57,7 +57,7 @@ def budget(model, latent, seconds, positive=None):
 def test_the_node_calibrates_once_then_fits_the_base_into_the_budget(model, latent, captions, monkeypatch):
     generous, summary = budget(model, latent, 1e6, captions[0])
     assert generous == BASE and "nothing traded" in summary and "calibrated now" in summary
-    [entry] = cost.load_cache()
+    [entry] = cost.load_calibrations()
     length = captions[0][0][0].shape[1]
     assert entry.key.latent == tuple(latent["samples"].shape) and entry.key.caption_tokens == length
     assert set(entry.guided) == {"2x2", "1x2", "1x1"}
@@ -73,7 +73,7 @@ def test_the_node_calibrates_once_then_fits_the_base_into_the_budget(model, late
 
 def test_without_a_prompt_the_node_calibrates_at_the_default_caption_length(model, latent):
     budget(model, latent, 1e6)
-    [entry] = cost.load_cache()
+    [entry] = cost.load_calibrations()
     assert entry.key.caption_tokens == DEFAULT_CAPTION_TOKENS
 
 
@@ -82,7 +82,7 @@ def test_the_plan_route_predicts_seconds_once_a_calibration_exists(model, latent
     before = plan(request)
     assert "seconds" not in before and all("seconds" not in stage for stage in before["stages"])
     budget(model, latent, 1e6)
-    [entry] = cost.load_cache()
+    [entry] = cost.load_calibrations()
     assert entry.key.model == architecture_hash(lumina_video_model(model).config)  # the loader entry's architecture
     after = plan(request)
     without_seconds = {key: value for key, value in after.items() if key not in ("seconds", "calibration")}
@@ -100,17 +100,17 @@ def test_the_plan_route_shows_the_budget_node_s_schedule(model, latent):
     context = {"model_name": DEMO, "latent": SIZE}
     base_request = {"preset": "demo", "steps": 12}
     waiting = plan({"budget": {"seconds": 1.0, "base": base_request}, "cost": context})
-    assert waiting["total_calls"] == len(BASE.plan()) and "once this model and size are calibrated" in \
+    assert waiting["total_calls"] == len(BASE.model_calls()) and "once this model and size are calibrated" in \
         waiting["budget"]
     budget(model, latent, 1e6)
-    [entry] = cost.load_cache()
+    [entry] = cost.load_calibrations()
     half = predicted_seconds(BASE, entry) / 2
     fitted, summary = budget(model, latent, half)
     shown = plan({"budget": {"seconds": half, "base": base_request}, "cost": context})
-    assert shown["total_calls"] == len(fitted.plan()) and shown["budget"] == summary.split("\nPrediction:")[0]
+    assert shown["total_calls"] == len(fitted.model_calls()) and shown["budget"] == summary.split("\nPrediction:")[0]
     assert shown["budget_seconds"] == half and shown["seconds"] <= half
     slow = replace(entry, guided=dict.fromkeys(entry.guided, 1.0), unguided=dict.fromkeys(entry.unguided, 1.0))
-    cost.store(slow)  # so that the smallest budget the widget allows is below the cheapest schedule
+    cost.store_calibration(slow)  # so that the smallest budget the widget allows is below the cheapest schedule
     with pytest.raises(BudgetTooSmall, match="raise the budget to at least"):  # the page shows it as the error
         plan({"budget": {"seconds": MIN_BUDGET_SECONDS, "base": base_request}, "cost": context})
 
@@ -130,7 +130,7 @@ def test_the_sampler_sends_one_draft_at_the_end_of_the_first_stage_and_the_same_
     assert torch.equal(plain, drafted)  # a draft only reads the sampler's tensors: an exact contract
     [(data, shown_after)] = sent
     assert shown_after == draft_call(BASE)  # before the progress of its own call, with the fine stages to come
-    assert shown_after < len(BASE.plan()) - 1
+    assert shown_after < len(BASE.model_calls()) - 1
     assert data["t"] < BASE.stages[0].t_end and data["seconds"] > 0
     header, encoded = data["image"].split(",", 1)
     assert header == "data:image/webp;base64"

@@ -20,9 +20,9 @@ from conftest import relative_error
 from parallel_worker import case_inputs, load_model
 from safetensors.torch import load_file
 
-from lumina_core import cli
+from lumina_core.app import cli
 from lumina_core.model import NextDiTConfig, attention
-from lumina_core.parallel import (
+from lumina_core.parallel.sampler import (
     ParallelPlan,
     attention_with_lse,
     check_plan,
@@ -142,17 +142,17 @@ def test_degree_one_runs_without_a_process_group_and_stops_when_asked(tiny_model
     steps = []
     got = parallel_sample(tiny_model, noise, cond, uncond, config, ParallelPlan(), callback=steps.append)
     assert relative_error(got, expected) < 1e-6  # the same calls in the same order
-    assert [s["index"] for s in steps] == list(range(len(config.plan())))
+    assert [s["index"] for s in steps] == list(range(len(config.model_calls())))
     with pytest.raises(InterruptedError, match="stopped before model call 3 of"):
         parallel_sample(tiny_model, noise, cond, uncond, config, ParallelPlan(),
-                        should_stop=lambda: len(steps) >= len(config.plan()) + 2, callback=steps.append)
+                        should_stop=lambda: len(steps) >= len(config.model_calls()) + 2, callback=steps.append)
 
 
 def test_single_process_paths_never_import_yunchang(tmp_path):
-    code = ("import sys, lumina_core, lumina_core.parallel, lumina_core.pipeline\n"
-            "from lumina_core import cli\n"
+    code = ("import sys, lumina_core, lumina_core.parallel, lumina_core.app.pipeline\n"
+            "from lumina_core.app import cli\n"
             f"args = cli.build_parser().parse_args(['generate', '--prompt', 'x', '--out', r'{tmp_path / 'v.mp4'}'])\n"
-            "cli.plan(args)\n"
+            "cli.resolve_settings(args)\n"
             "print('yunchang' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.stdout.strip() == "False", result.stderr

@@ -1,5 +1,5 @@
-"""The sampler on 2 Ray actors (lumina_core.ray_ranks): equal to the single-process sampler for the demo model and
-the parity config, one pool kept across runs (same actors, model sent once), stop requests, a killed rank, every
+"""The sampler on 2 Ray actors (lumina_core.parallel.ray_ranks): equal to the single-process sampler for the demo model
+and the parity config, one pool kept across runs (same actors, model sent once), stop requests, a killed rank, every
 socket of a local pool on loopback, the idle release, Cancel while the actors start or load, the rank cap. One local
 Ray session for the module; Ray is a dev requirement, so CI runs these (a developer without it gets a skip)."""
 
@@ -19,9 +19,8 @@ import torch
 from comfy_host import IN_CI
 from conftest import caption, relative_error
 
-from lumina_core import ray_ranks, ray_worker
 from lumina_core.demo import build_transformer
-from lumina_core.parallel import ParallelPlan
+from lumina_core.parallel import ParallelPlan, ray_ranks, ray_worker
 from lumina_core.sampling import SampleConfig, sample, seeded_noise
 
 try:
@@ -106,7 +105,7 @@ def test_progress_reaches_the_driver_and_a_stop_request_stops_the_ranks(demo, po
     noise, cond, uncond = inputs(demo, (1, 16, 2, 8, 8))
     events = []
     pool.run(spec, noise, cond, uncond, DEMO_CONFIG, plan, on_progress=events.append)
-    total = len(DEMO_CONFIG.plan())
+    total = len(DEMO_CONFIG.model_calls())
     assert [event["index"] for event in events] == list(range(total)) and events[0]["total"] == total
     assert events[0]["x"].shape == events[0]["velocity"].shape == (1, 3, 2, 8, 8)  # what a preview reads
 
@@ -121,7 +120,7 @@ def test_progress_reaches_the_driver_and_a_stop_request_stops_the_ranks(demo, po
     events.clear()
     with pytest.raises(InterruptedError):
         pool.run(spec, noise, cond, uncond, long, plan, on_progress=events.append, should_stop=lambda: bool(events))
-    assert 1 <= len(events) < len(long.plan())
+    assert 1 <= len(events) < len(long.model_calls())
     assert pool.alive  # every rank stopped at the same step: the pool stays usable
     assert relative_error(pool.run(spec, noise, cond, uncond, DEMO_CONFIG, plan),
                           sample(demo, noise, cond, uncond, DEMO_CONFIG)) < PARALLEL_TOL
@@ -288,7 +287,7 @@ def test_another_world_size_replaces_the_pool(demo, pool, monkeypatch):
 def test_the_ranks_stop_when_the_driver_exits():
     """A server's run: the pool made on a worker thread (as ComfyUI's executor does), then the process exits."""
     code = ("import os, threading\n"
-            "from lumina_core import ray_ranks\n"
+            "from lumina_core.parallel import ray_ranks\n"
             "def start():\n"
             "    pool = ray_ranks.rank_pool(1, 'cpu')\n"
             "    print(pool.ray.get(pool.workers[0].__ray_call__.remote(lambda worker: os.getpid())), flush=True)\n"

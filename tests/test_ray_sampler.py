@@ -18,11 +18,11 @@ import torch
 from comfy.cli_args import LatentPreviewMethod
 from comfy_host import COMFYUI_PATH, IN_CI
 from conftest import relative_error
-from lumina_video_pack.lumina_core import ray_ranks
-from lumina_video_pack.nodes.cache import LuminaVideoStepCache
+from lumina_video_pack.lumina_core.parallel import ray_ranks
 from lumina_video_pack.nodes.ray_sampler import LuminaVideoRaySampler
 from lumina_video_pack.nodes.sampler import STAGE_END, LuminaVideoSampler
 from lumina_video_pack.nodes.schedule import LuminaVideoSchedulePreset
+from lumina_video_pack.nodes.step_cache import LuminaVideoStepCache
 from lumina_video_pack.nodes.video import LuminaVideoEmptyLatentVideo
 
 try:
@@ -101,7 +101,7 @@ def test_progress_and_previews(model, captions, latent, schedule, monkeypatch):
                         lambda value, total, preview, node_id=None: updates.append((value, total, preview)))
     monkeypatch.setattr(comfy.cli_args.args, "preview_method", LatentPreviewMethod.Latent2RGB)
     run(LuminaVideoRaySampler, model, positive, negative, latent, schedule, 0, **RANKS)
-    total = len(schedule.plan())
+    total = len(schedule.model_calls())
     assert [(value, count) for value, count, _ in updates] == [(i, total) for i in range(1, total + 1)]
     kind, image, _ = updates[-1][2]
     assert kind == "JPEG" and image.size == (4, 4) and image.mode == "RGB"

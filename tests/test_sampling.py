@@ -49,7 +49,7 @@ def test_from_official_reads_tuples_and_json_lists():
     assert as_tuples == as_json
     assert [s.patch for s in as_json.stages] == ["2x4", "2x2", "1x2"]
     assert as_json.cfg == (20, (0.2, 0)) and as_json.neg_motion == (2.0, (0.05, 6.0))
-    assert len(as_json.plan()) == 69
+    assert len(as_json.model_calls()) == 69
     assert SampleConfig.from_official(as_json.to_official()) == as_json
 
 
@@ -249,9 +249,9 @@ def test_stage_chain_builds_the_official_schedule():
     def per_call(schedule):
         return [(step, t, stage.patch, *(value_at(getattr(schedule, name), t)
                                         for name in ("cfg", "motion", "neg_motion", "renorm")))
-                for step, t, _, stage in schedule.plan()]
+                for step, t, _, stage in schedule.model_calls()]
 
-    assert len(official.plan()) == 69
+    assert len(official.model_calls()) == 69
     assert per_call(config) == per_call(official)
     switched = first.with_stage(Stage(2, 1, 0.03, 1.0), cfg=0, motion=6.0, neg_motion=6.0, renorm=2)
     assert switched.cfg == (20, (0.03, 0)) and switched.neg_motion == (2.0, (0.03, 6.0))

@@ -8,8 +8,8 @@ import torch
 from conftest import caption, relative_error
 
 from lumina_core import demo
-from lumina_core.cache import StepCache
 from lumina_core.sampling import SampleConfig, sample
+from lumina_core.step_cache import StepCache
 
 EXTRAPOLATION_TOL = 1e-5
 """A skipped call of an output linear in t is out_last + (t - t_last) * slope, exact in real arithmetic; float32
@@ -160,7 +160,7 @@ def test_sampler_skips_calls_but_never_the_first_two_of_a_stage_or_after_cfg_tru
     cache = StepCache(0.3)
     cached, steps = traced_sample(demo_model, noise, captions, SCHEDULE, cache)
     segments = {}  # (patch, cfg on) -> rows per step, in order
-    for (patch, rows), (_, t, _, _) in zip(steps, SCHEDULE.plan()):
+    for (patch, rows), (_, t, _, _) in zip(steps, SCHEDULE.model_calls()):
         segments.setdefault((patch, t < 0.6), []).append(rows)
     assert list(segments) == [("2x2", True), ("1x2", True), ("1x1", True), ("1x1", False)]
     for (_, guided), rows in segments.items():

@@ -11,13 +11,13 @@ import comfy.model_management
 import pytest
 import torch
 from comfy_extras.nodes_custom_sampler import KSamplerSelect, RandomNoise, SamplerCustomAdvanced
-from lumina_video_pack.lumina_core.cache import StepCache
 from lumina_video_pack.lumina_core.sampling import SampleConfig, sample, seeded_noise
+from lumina_video_pack.lumina_core.step_cache import StepCache
 from lumina_video_pack.lumina_core.vae import SCALING_FACTOR
-from lumina_video_pack.nodes.cache import LuminaVideoStepCache
 from lumina_video_pack.nodes.guidance import LuminaVideoGuider, LuminaVideoSigmas
 from lumina_video_pack.nodes.native import OfficialCall
 from lumina_video_pack.nodes.sampler import LuminaVideoSampler, LuminaVideoStageSampler, caption_rows
+from lumina_video_pack.nodes.step_cache import LuminaVideoStepCache
 from lumina_video_pack.nodes.video import LuminaVideoEmptyLatentVideo
 
 THRESHOLD = 0.3
@@ -95,7 +95,7 @@ def test_core_sampler_skips_calls_but_not_after_a_switch_or_cfg_truncation_and_l
     uncached = core_sample(model, positive, negative, latent)
     with caplog.at_level(logging.INFO), CallLog(cached_model) as log:
         cached = core_sample(cached_model, positive, negative, latent)
-    plan = SCHEDULE.plan()
+    plan = SCHEDULE.model_calls()
     assert len(log.calls) == len(plan)  # cond and uncond batch into one call per step
     segments = {}  # (patch pair, rows) -> patch run per call (None = skipped)
     for (rows, ran), (_, t, _, _) in zip(log.calls, plan):

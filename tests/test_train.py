@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from lumina_core import demo, demo_data, train
+from lumina_core import demo
+from lumina_core.schedule import shift_time
 from lumina_core.vae import decode, encode
+from training import demo_data, train
 
 
 def test_clips_are_deterministic_and_captioned_with_known_words():
@@ -59,31 +61,31 @@ def test_latent_normalisation_is_exact_and_gives_unit_std():
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
-    """A four-clip data set, the seeded VAE file and its latent cache."""
+    """A four-clip data set, the seeded VAE file and the data set encoded (latents, caption features)."""
     folder = tmp_path_factory.mktemp("demo_train")
     data = demo_data.make_dataset(clips=4, images=2, seed=3, progress=False)
     train.save_dataset(folder / "data.npz", data)
     train.save_vae(demo.seeded_vae(), folder / "vae.safetensors")
     text_model, tokenizer = train.load_text_components()
-    cache = train.build_latent_cache(data, demo.seeded_vae(), text_model, tokenizer, progress=False)
-    return folder, data, cache
+    encoded = train.encode_dataset(data, demo.seeded_vae(), text_model, tokenizer, progress=False)
+    return folder, data, encoded
 
 
 def test_dataset_labels_every_clip_with_measured_motion(small_run):
-    _, data, cache = small_run
+    _, data, encoded = small_run
     assert data["clips"].shape[0] == 4 and data["images"].shape[1] == 1
     still = np.array([d == demo_data.STILL for d in data["clip_direction"]])
     assert np.all(data["clip_motion"][still] < 0.05) and np.all(data["clip_motion"][~still] > 0.2)
-    assert cache["clip_latents"].shape == (4, 16, 4, 8, 8) and cache["image_latents"].shape == (2, 16, 1, 8, 8)
-    assert cache["captions"][train.EMPTY_CAPTION] == ""
+    assert encoded["clip_latents"].shape == (4, 16, 4, 8, 8) and encoded["image_latents"].shape == (2, 16, 1, 8, 8)
+    assert encoded["captions"][train.EMPTY_CAPTION] == ""
 
 
 def test_dropouts_replace_captions_and_motion(small_run):
-    _, _, cache = small_run
+    _, _, encoded = small_run
     generator = torch.Generator().manual_seed(0)
-    clips, images = train.draw_batch(cache, 64, 16, generator, caption_dropout=1.0, motion_dropout=1.0)
+    clips, images = train.draw_batch(encoded, 64, 16, generator, caption_dropout=1.0, motion_dropout=1.0)
     assert torch.all(clips["rows"] == train.EMPTY_CAPTION) and torch.all(clips["motion"] == -1)
-    clips, images = train.draw_batch(cache, 400, 16, generator)
+    clips, images = train.draw_batch(encoded, 400, 16, generator)
     dropped_captions = (clips["rows"] == train.EMPTY_CAPTION).float().mean().item()
     dropped_motion = (clips["motion"] == -1).float().mean().item()
     assert 0.05 < dropped_captions < 0.16 and 0.23 < dropped_motion < 0.37
@@ -91,16 +93,16 @@ def test_dropouts_replace_captions_and_motion(small_run):
 
 
 def test_training_steps_with_every_patch_pair_reduce_the_loss(small_run):
-    _, _, cache = small_run
+    _, _, encoded = small_run
     model = train.build_training_transformer(seed=0).train()
     train.check_patch_widths(model.config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
     for pair in model.config.patch_pairs:
         generator = torch.Generator().manual_seed(1)
-        loss = train.training_step(model, optimizer, cache, pair, 4, 2, generator)
+        loss = train.training_step(model, optimizer, encoded, pair, 4, 2, generator)
         assert np.isfinite(loss) and 0.5 < loss < 4.0
     # Repeating one batch (same noise and t) must fit it: the loss goes down.
-    losses = [train.training_step(model, optimizer, cache, (2, 2), 4, 2, torch.Generator().manual_seed(5))
+    losses = [train.training_step(model, optimizer, encoded, (2, 2), 4, 2, torch.Generator().manual_seed(5))
               for _ in range(8)]
     assert losses[-1] < losses[0]
 
@@ -138,10 +140,10 @@ def test_each_video_patch_pair_trains_at_its_own_noise_levels():
     assert shifts == {(1, 1): 2.0, (2, 1): 4.0, (2, 2): 8.0}  # the official 2 / 4 / 8, finest to coarsest
     assert all(train.time_shift(pair, pairs, video=False) == 1.0 for pair in pairs)  # stills unshifted
     u = torch.linspace(0, 1, 101)
-    assert torch.allclose(train.shifted_t(u, 1.0), u, atol=1e-7)  # u / (u + 1 - u): rounding only
+    assert torch.allclose(shift_time(u, 1.0), u, atol=1e-7)  # u / (u + 1 - u): rounding only
     # s > 1 pushes t towards noise (t = 0) and keeps the ends; the median of t is 1 / (1 + s).
     for shift in (2.0, 4.0, 8.0):
-        t = train.shifted_t(u, shift)
+        t = shift_time(u, shift)
         assert t[0] == 0 and t[-1] == 1 and torch.all(t[1:-1] < u[1:-1])
         assert abs(t[50].item() - 1 / (1 + shift)) < 1e-6
 

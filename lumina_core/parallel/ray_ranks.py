@@ -31,21 +31,19 @@ from typing import Callable, Optional
 
 import torch
 
+from ..model import NextDiTConfig
+from ..sampling import Caption, SampleConfig
 from . import ray_worker
-from .model import NextDiTConfig
-from .sampling import Caption, SampleConfig
+from .sampler import DEFAULT_TIMEOUT_S
 
 DEVICES = ("cpu", "cuda")
-DEFAULT_TIMEOUT_S = 600.0
-"""How long the pool waits for the actors to start, for a model to load and for each step, before it calls the
-ranks hung, shuts them down and raises."""
 DEFAULT_IDLE_S = 300.0
 """How long a pool stays without a run before its actors are released (0 = kept until exit)."""
 POLL_S = 0.05  # how often the driver relays steps and checks for a stop request while the ranks sample
 STOP_GRACE_S = 10.0  # how long ranks may take to finish after one of them failed, before the pool is torn down
 MIN_OBJECT_STORE = 128 << 20  # a local Ray's shared memory at least (the node asks for this plus the weights)
-WORKER_ENV = {"py_modules": [str(Path(__file__).resolve().parent)], "excludes": ["demo_models", "__pycache__"]}
-"""The job's runtime environment: this package on the workers' path as the top-level ``lumina_core`` (ray_worker
+WORKER_ENV = {"py_modules": [str(Path(__file__).resolve().parents[1])], "excludes": ["demo/models", "__pycache__"]}
+"""The job's runtime environment: the ``lumina_core`` package on the workers' path as a top-level package (ray_worker
 imports it so), without the demo weights. Ray takes a local folder only at ``ray.init``."""
 log = logging.getLogger(__name__)
 

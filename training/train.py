@@ -1,9 +1,10 @@
-"""Train the demo models with the Lumina-Video recipe at demo scale (``python -m lumina_core.train``).
+"""Train the demo models with the Lumina-Video recipe at demo scale (``python -m training.train`` from the
+repository root).
 
 Four commands, run in this order (docs/demo_training.md has the exact lines that made the shipped
 files):
 
-    data    render the procedural clips/stills (lumina_core.demo_data) and label every clip's
+    data    render the procedural clips/stills (training.demo_data) and label every clip's
             motion with optical flow, once, into an .npz
     vae     train the tiny CogVideoX VAE (reconstruction + small KL) on freshly drawn clips
     dit     encode the data set once (VAE latents, text features), then train the Multi-scale
@@ -21,8 +22,10 @@ sample generator) in their output folder, save it every few minutes and pick it 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -30,8 +33,19 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers.models.autoencoders.autoencoder_kl_cogvideox import CogVideoXSpatialNorm3D
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
 
-from . import demo, demo_data
+from lumina_core import demo
+from lumina_core.checkpoint import save_model
+from lumina_core.model import NextDiT
+from lumina_core.schedule import shift_time
+from lumina_core.text import encode_prompts
+from lumina_core.vae import CONFIG_METADATA_KEY, decode, encode, load_vae
+
+from . import demo_data
 
 DEFAULT_OUT = Path("out/demo")
 
@@ -126,19 +140,8 @@ def vae_config() -> dict:
     return {"_class_name": "AutoencoderKLCogVideoX", **demo.VAE_CONFIG}
 
 
-def build_training_vae(seed: int):
-    from diffusers import AutoencoderKLCogVideoX
-
-    torch.manual_seed(seed)
-    return AutoencoderKLCogVideoX(**demo.VAE_CONFIG)
-
-
 def save_vae(vae, path: Path, metadata: dict | None = None) -> Path:
     """One .safetensors with the diffusers config as JSON in its metadata (what vae.load_vae reads)."""
-    from safetensors.torch import save_file
-
-    from .vae import CONFIG_METADATA_KEY
-
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {CONFIG_METADATA_KEY: json.dumps(vae_config()), **{k: str(v) for k, v in (metadata or {}).items()}}
     tensors = {name: t.detach().contiguous().cpu() for name, t in vae.state_dict().items()}
@@ -151,8 +154,6 @@ def save_vae(vae, path: Path, metadata: dict | None = None) -> Path:
 @torch.no_grad()
 def latent_channel_std(vae, frames: torch.Tensor) -> torch.Tensor:
     """Per-channel std of ``vae.encode`` latents (scaled by s) of frames [B, F, H, W, 3]."""
-    from .vae import encode
-
     latents = encode(vae.eval(), frames)
     return latents.transpose(0, 1).reshape(latents.shape[1], -1).std(dim=1)
 
@@ -164,8 +165,6 @@ def normalise_latents(vae, channel_std: torch.Tensor) -> None:
     and the 1x1 conv_y/conv_b of each spatial norm; all linear in it, zero-padded) absorb the
     factor, so decode(encode(x)) is unchanged and the scaled latents have unit std per channel.
     (The pipeline's fixed scaling factor s = 1.15258426 leaves no other place for it.)"""
-    from diffusers.models.autoencoders.autoencoder_kl_cogvideox import CogVideoXSpatialNorm3D
-
     channels = channel_std.numel()
     conv_out = vae.encoder.conv_out.conv
     conv_out.weight[:channels] /= channel_std.view(-1, 1, 1, 1, 1)
@@ -184,8 +183,6 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def file_metadata(path: Path) -> dict:
-    from safetensors import safe_open
-
     with safe_open(str(path), "pt") as handle:
         return handle.metadata() or {}
 
@@ -196,12 +193,10 @@ def command_vae(args) -> None:
     state_path, log_path = out / "state.pt", out / "log.txt"
     if args.decoder_from:
         # Decoder fine-tuning: the encoder (and so every latent a DiT was trained on) stays as it is.
-        from .vae import load_vae
-
         vae = load_vae(args.decoder_from).train().requires_grad_(False)
         vae.decoder.requires_grad_(True)
     else:
-        vae = build_training_vae(args.seed).train()
+        vae = demo.seeded_vae(args.seed).train()
     trained = [p for p in vae.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=args.lr, weight_decay=0.0)
     step = 0
@@ -219,8 +214,6 @@ def command_vae(args) -> None:
     if args.decoder_from and step == 0:
         report_vae(vae.eval(), args.seed, log_path)
         vae.train()
-    from tqdm import tqdm
-
     start = last_save = time.time()
     bar = tqdm(total=args.steps, initial=step, desc="vae")
     while step < args.steps and time.time() - start < args.minutes * 60:
@@ -271,8 +264,6 @@ def command_vae(args) -> None:
 @torch.no_grad()
 def report_vae(vae, seed: int, log_path: Path) -> float:
     """PSNR of decode(encode(x)) on fresh clips and stills, through lumina_core.vae."""
-    from .vae import decode, encode
-
     clips = vae_batch(20_000_000, 8, seed)
     images = vae_image_batch(20_000_000, 8, seed)
     clip_psnr = psnr(decode(vae, encode(vae, clips)), clips)
@@ -297,14 +288,9 @@ def load_text_components():
 
 
 @torch.no_grad()
-def build_latent_cache(data: dict, vae, text_model, tokenizer, batch: int = 16, progress: bool = True) -> dict:
+def encode_dataset(data: dict, vae, text_model, tokenizer, batch: int = 16, progress: bool = True) -> dict:
     """Encode a data set once: VAE latents of clips and stills, one caption table (row 0 = "")
     with per-sample row indices, and the measured motion labels."""
-    from tqdm import tqdm
-
-    from .text import encode_prompts
-    from .vae import encode
-
     def latents_of(frames: np.ndarray) -> torch.Tensor:
         chunks = [encode(vae, torch.from_numpy(frames[i:i + batch]).float() / 255)
                   for i in tqdm(range(0, len(frames), batch), desc="VAE latents", disable=not progress)]
@@ -325,7 +311,7 @@ def build_latent_cache(data: dict, vae, text_model, tokenizer, batch: int = 16, 
     }
 
 
-def draw_batch(cache: dict, videos: int, images: int, generator: torch.Generator,
+def draw_batch(encoded: dict, videos: int, images: int, generator: torch.Generator,
                caption_dropout: float = CAPTION_DROPOUT, motion_dropout: float = MOTION_DROPOUT) -> list[dict]:
     """One joint batch as a list of parts (videos, stills), each {latents, caption rows, motion}.
 
@@ -334,17 +320,17 @@ def draw_batch(cache: dict, videos: int, images: int, generator: torch.Generator
     """
     parts = []
     for kind, count in (("clip", videos), ("image", images)):
-        if count <= 0 or len(cache[f"{kind}_latents"]) == 0:
+        if count <= 0 or len(encoded[f"{kind}_latents"]) == 0:
             continue
-        index = torch.randint(len(cache[f"{kind}_latents"]), (count,), generator=generator)
-        rows = cache[f"{kind}_caption"][index].clone()
+        index = torch.randint(len(encoded[f"{kind}_latents"]), (count,), generator=generator)
+        rows = encoded[f"{kind}_caption"][index].clone()
         rows[torch.rand(count, generator=generator) < caption_dropout] = EMPTY_CAPTION
         if kind == "clip":
-            motion = cache["clip_motion"][index].clone()
+            motion = encoded["clip_motion"][index].clone()
             motion[torch.rand(count, generator=generator) < motion_dropout] = -1.0
         else:
             motion = torch.full((count,), -1.0)
-        parts.append({"latents": cache[f"{kind}_latents"][index], "rows": rows, "motion": motion})
+        parts.append({"latents": encoded[f"{kind}_latents"][index], "rows": rows, "motion": motion})
     return parts
 
 
@@ -358,23 +344,18 @@ def time_shift(pair: tuple[int, int], pairs, video: bool) -> float:
     return 2.0 ** (by_tokens.index(tuple(pair)) + 1)
 
 
-def shifted_t(u: torch.Tensor, shift: float) -> torch.Tensor:
-    """t = u / (u + s - s u): u ~ U[0, 1] mapped towards 0 (noise) for s > 1, unchanged for s = 1."""
-    return u / (u + shift - shift * u)
-
-
 def flow_matching_loss(model, x1: torch.Tensor, feats: torch.Tensor, mask: torch.Tensor, motion: torch.Tensor,
                        patch_size: int, f_patch_size: int, generator: torch.Generator, shift: float = 1.0,
                        bf16: bool = False) -> torch.Tensor:
     """Per-item loss MSE + (1 - cosine similarity) of the predicted velocity (Lumina-Video recipe).
 
-    t = shifted_t(u, shift) with u ~ U[0, 1] (0 = noise, 1 = data), x_t = t x1 + (1 - t) x0 with
+    t = shift_time(u, shift) with u ~ U[0, 1] (0 = noise, 1 = data), x_t = t x1 + (1 - t) x0 with
     x0 ~ N(0, I), target x1 - x0: the velocity lumina_core.sampling integrates from t = 0 to t = 1.
     Noise and t are drawn on the CPU generator (the same numbers on every device) and moved to x1's
     device. ``bf16`` runs the model under bfloat16 autocast (weights and loss stay float32).
     """
     batch, device = x1.shape[0], x1.device
-    t = shifted_t(torch.rand(batch, generator=generator), shift).to(device)
+    t = shift_time(torch.rand(batch, generator=generator), shift).to(device)
     x0 = torch.randn(x1.shape, generator=generator).to(device)
     t_ = t.view(-1, 1, 1, 1, 1)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -386,17 +367,17 @@ def flow_matching_loss(model, x1: torch.Tensor, feats: torch.Tensor, mask: torch
     return mse + 1 - cosine
 
 
-def training_step(model, optimizer, cache: dict, patch: tuple[int, int], videos: int, images: int,
+def training_step(model, optimizer, encoded: dict, patch: tuple[int, int], videos: int, images: int,
                   generator: torch.Generator, caption_dropout: float = CAPTION_DROPOUT,
                   motion_dropout: float = MOTION_DROPOUT, bf16: bool = False) -> float:
     """One optimiser step on a joint video + still batch at one patch pair; returns the mean loss.
-    The cache's tensors may live on any device (the model's); indices and noise come from the CPU
+    The encoded data set's tensors may live on any device (the model's); indices and noise come from the CPU
     ``generator``, so a run draws the same batches on every device."""
     patch_size, f_patch_size = patch
     losses = []
-    for part in draw_batch(cache, videos, images, generator, caption_dropout, motion_dropout):
-        rows = part["rows"].to(cache["caption_feats"].device)
-        feats, mask = cache["caption_feats"][rows], cache["caption_mask"][rows]
+    for part in draw_batch(encoded, videos, images, generator, caption_dropout, motion_dropout):
+        rows = part["rows"].to(encoded["caption_feats"].device)
+        feats, mask = encoded["caption_feats"][rows], encoded["caption_mask"][rows]
         shift = time_shift(patch, model.config.patch_pairs, video=part["latents"].shape[2] > 1)
         losses.append(flow_matching_loss(model, part["latents"], feats, mask, part["motion"], patch_size,
                                          f_patch_size, generator, shift, bf16))
@@ -410,8 +391,6 @@ def training_step(model, optimizer, cache: dict, patch: tuple[int, int], videos:
 
 def build_training_transformer(seed: int):
     """The demo NextDiT with the official initialisation (zeroed adaLN and output layers)."""
-    from .model import NextDiT
-
     torch.manual_seed(seed)
     return NextDiT(demo.TRANSFORMER_CONFIG)
 
@@ -458,26 +437,19 @@ class Deadline:
 
 
 def command_dit(args) -> None:
-    import copy
-
-    from tqdm import tqdm
-
-    from .checkpoint import save_model
-    from .vae import load_vae
-
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
-    state_path, log_path, cache_path = out / "state.pt", out / "log.txt", out / "cache.pt"
-    if cache_path.exists():
-        cache = torch.load(cache_path, weights_only=True)
+    state_path, log_path, encoded_path = out / "state.pt", out / "log.txt", out / "encoded.pt"
+    if encoded_path.exists():
+        encoded = torch.load(encoded_path, weights_only=True)
     else:
         text_model, tokenizer = load_text_components()
-        cache = build_latent_cache(load_dataset(args.data), load_vae(args.vae), text_model, tokenizer)
-        save_state(cache_path, cache)
-        log(log_path, f"cached {len(cache['clip_latents'])} clip and {len(cache['image_latents'])} still latents, "
-                      f"{len(cache['captions'])} captions; clip latent std {cache['clip_latents'].std():.3f}")
-    cache.update({key: cache[key].to(device) for key in DEVICE_TENSORS})
+        encoded = encode_dataset(load_dataset(args.data), load_vae(args.vae), text_model, tokenizer)
+        save_state(encoded_path, encoded)
+        log(log_path, f"encoded {len(encoded['clip_latents'])} clip and {len(encoded['image_latents'])} still latents, "
+                      f"{len(encoded['captions'])} captions; clip latent std {encoded['clip_latents'].std():.3f}")
+    encoded.update({key: encoded[key].to(device) for key in DEVICE_TENSORS})
     model = build_training_transformer(args.seed).to(device).train()
     check_patch_widths(model.config)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
@@ -516,7 +488,7 @@ def command_dit(args) -> None:
         for group in optimizer.param_groups:
             group["lr"] = lr
         pair = pairs[int(torch.randint(len(pairs), (1,), generator=generator))]
-        loss = training_step(model, optimizer, cache, pair, args.videos, args.images, generator, bf16=args.bf16)
+        loss = training_step(model, optimizer, encoded, pair, args.videos, args.images, generator, bf16=args.bf16)
         update_ema(ema, model, args.ema if step >= args.warmup else 0.0)
         step += 1
         recent[pair] = (recent[pair] + [loss])[-50:]
@@ -546,8 +518,6 @@ def command_dit(args) -> None:
 
 def command_export(args) -> None:
     """Copy the trained transformer and VAE and write the text encoder + tokenizer folder."""
-    import shutil
-
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(args.dit, out / demo.TRANSFORMER_FILE)
@@ -565,7 +535,7 @@ def command_export(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lumina_core.train", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     data = commands.add_parser("data", help="render clips + stills and measure motion labels into an .npz")
@@ -588,7 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     vae.add_argument("--save-minutes", type=float, default=3.0)
     vae.add_argument("--resume", action="store_true")
     vae.add_argument("--decoder-from", type=Path, metavar="VAE.safetensors",
-                     help="fine-tune only the decoder of this trained VAE (its encoder, so every cached latent, "
+                     help="fine-tune only the decoder of this trained VAE (its encoder, so every encoded latent, "
                           "stays as it is)")
 
     dit = commands.add_parser("dit", help="train the demo Multi-scale Next-DiT on VAE latents")
@@ -605,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     dit.add_argument("--ema", type=float, default=0.998)
     dit.add_argument("--seed", type=int, default=0)
     dit.add_argument("--threads", type=int, help="torch CPU threads for this run (default: torch's own choice)")
-    dit.add_argument("--device", default="cpu", help="torch device for the model and the cached data, e.g. cuda")
+    dit.add_argument("--device", default="cpu", help="torch device for the model and the encoded data set, e.g. cuda")
     dit.add_argument("--bf16", action="store_true",
                      help="bfloat16 autocast for the model (float32 master weights, optimiser and loss)")
     dit.add_argument("--save-minutes", type=float, default=3.0)
@@ -614,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="write the shipped demo files")
     export.add_argument("--dit", type=Path, default=DEFAULT_OUT / "dit" / "transformer.safetensors")
     export.add_argument("--vae", type=Path, default=DEFAULT_OUT / "vae" / "vae.safetensors")
-    export.add_argument("--out", type=Path, default=Path(__file__).parent / "demo_models")
+    export.add_argument("--out", type=Path, default=demo.MODELS_DIR)
     return parser
 
 

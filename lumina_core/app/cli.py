@@ -16,11 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from tqdm import tqdm
 
-from .cache import MAX_THRESHOLD, StepCache
-from .limits import is_finite_number
-from .precision import AUTO, DTYPES, resolve_dtype
-from .sampling import OFFICIAL_PRESETS, SampleConfig
+from .. import demo
+from ..checkpoint import load_model
+from ..limits import is_finite_number
+from ..parallel import TORCHRUN_ENV, ParallelPlan, check_plan, init_process_group, parallel_sample, rank_share
+from ..precision import AUTO, DTYPES, resolve_dtype
+from ..sampling import OFFICIAL_PRESETS, SampleConfig
+from ..step_cache import MAX_THRESHOLD, StepCache
 
 if TYPE_CHECKING:
     from .pipeline import VideoRequest
@@ -95,11 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_schedule(text: str | None, use_demo: bool) -> SampleConfig:
-    from .demo import DEMO_SCHEDULE
-
     if text is None:
         if use_demo:
-            return SampleConfig.from_official(DEMO_SCHEDULE, name="demo")
+            return SampleConfig.from_official(demo.DEMO_SCHEDULE, name="demo")
         return SampleConfig.preset("f16F64R512-MultiScale")
     if text in OFFICIAL_PRESETS:
         return SampleConfig.preset(text)
@@ -152,11 +154,10 @@ def step_cache(threshold: float) -> StepCache | None:
     return cache if threshold > 0 else None
 
 
-def plan(args) -> tuple[SampleConfig, "VideoRequest", float, StepCache | None]:
+def resolve_settings(args) -> tuple[SampleConfig, "VideoRequest", float, StepCache | None]:
     """Validate every value; returns (schedule, request, fps, step cache or None)."""
-    from .demo import DEMO_SIZE
+    from ..sizes import check_video_size
     from .pipeline import VideoRequest
-    from .sizes import check_video_size
 
     check_paths(args)
     cache = step_cache(args.cache)
@@ -170,7 +171,7 @@ def plan(args) -> tuple[SampleConfig, "VideoRequest", float, StepCache | None]:
     if args.neg_motion is not None:
         changes["neg_motion"] = args.neg_motion
     config = replace(config, **changes)
-    defaults = DEMO_SIZE if use_demo else {"width": 672, "height": 384, "frames": 64, "fps": 16}
+    defaults = demo.DEMO_SIZE if use_demo else {"width": 672, "height": 384, "frames": 64, "fps": 16}
     width, height, frames, fps = (defaults[key] if getattr(args, key) is None else getattr(args, key)
                                   for key in ("width", "height", "frames", "fps"))
     if fps <= 0:
@@ -188,8 +189,6 @@ def plan(args) -> tuple[SampleConfig, "VideoRequest", float, StepCache | None]:
 def check_parallel_args(args) -> None:
     """--parallel's syntax and the flags it cannot go with (the degrees are checked against the launched
     processes and the model's heads once the model is loaded)."""
-    from .parallel import ParallelPlan
-
     for flag, value in (("--cache", args.cache or None), ("--time-budget", args.time_budget)):
         if value is not None:
             raise UsageError(f"{flag} does not work with --parallel (it predicts or times single-process calls); "
@@ -203,8 +202,6 @@ def check_parallel_args(args) -> None:
 def start_parallel(args, model, config: SampleConfig):
     """(plan, rank, world size) of a --parallel run: joins torchrun's process group when there is one (else
     a world of 1) and checks the plan against it and the model."""
-    from .parallel import TORCHRUN_ENV, ParallelPlan, check_plan, init_process_group
-
     rank, world_size = init_process_group() if all(name in os.environ for name in TORCHRUN_ENV) else (0, 1)
     try:
         plan = ParallelPlan.parse(args.parallel, world_size, model.config.n_heads, guided=config.guided)
@@ -223,20 +220,18 @@ def device_of(args) -> torch.device:
 
 
 def load_components(args):
-    from .checkpoint import load_model
-    from .demo import DEMO_IS_TRAINED, load_demo
-    from .text import load_text_encoder
-    from .vae import load_vae
+    from ..text import load_text_encoder
+    from ..vae import load_vae
 
     dtypes = {part: DTYPES[name] for part, name in component_dtypes(args).items()}
     device = device_of(args)
     if args.model is None:
-        if not DEMO_IS_TRAINED:
-            print("note: the demo models are untrained random weights (no trained demo ships yet): "
-                  "the pipeline runs end to end but the video is noise", file=sys.stderr)
-        demo = load_demo(vae_dtype=dtypes["vae"])
-        return (demo.transformer.to(device, dtypes["transformer"]), demo.text_model.to(device, dtypes["text_encoder"]),
-                demo.tokenizer, demo.vae.to(device))
+        if not demo.DEMO_IS_TRAINED:
+            print(f"note: the demo models are untrained random weights ({demo.MODELS_DIR} is missing or "
+                  "incomplete): the pipeline runs end to end but the video is noise", file=sys.stderr)
+        parts = demo.load_demo(vae_dtype=dtypes["vae"])
+        return (parts.transformer.to(device, dtypes["transformer"]),
+                parts.text_model.to(device, dtypes["text_encoder"]), parts.tokenizer, parts.vae.to(device))
     text_model, tokenizer = load_text_encoder(args.text_encoder, tokenizer_path=args.tokenizer,
                                               dtype=dtypes["text_encoder"], device=device)
     return (load_model(args.model, dtype=dtypes["transformer"], device=device), text_model, tokenizer,
@@ -246,12 +241,11 @@ def load_components(args):
 def fit_time_budget(args, model, captions, request: "VideoRequest", config: SampleConfig) -> SampleConfig:
     """The schedule fitted into --time-budget on this machine (calibrating first when no calibration of this
     model, size, dtype and device is cached); prints what was traded."""
-    from .budget import fit_budget
-    from .cost import calibration_for
-    from .pipeline import latent_shape
+    from ..budget import fit_budget
+    from ..cost import calibration_for
 
     device = next(model.parameters()).device
-    costs, measured = calibration_for(model, latent_shape(request), captions[0][0].shape[1], device, config)
+    costs, measured = calibration_for(model, request.latent_shape, captions[0][0].shape[1], device, config)
     if measured:
         print(f"calibrated this machine ({costs.key.text})", file=sys.stderr)
     fitted = fit_budget(config, costs, args.time_budget)
@@ -263,14 +257,13 @@ def sample_parallel(model, captions, request: "VideoRequest", config: SampleConf
     """The request sampled by every process of a --parallel run; each logs its share and its seconds."""
     import torch.distributed as dist
 
-    from .parallel import parallel_sample, rank_share
-    from .pipeline import initial_noise, latent_shape
+    from .pipeline import initial_noise
 
     plan, rank, world_size = parallel
     began = time.perf_counter()
     noise = initial_noise(request).to(next(model.parameters()).device)
     latents = parallel_sample(model, noise, *captions, config, plan, callback=callback)
-    print(f"{rank_share(plan, rank, latent_shape(request), config)}; sampled in {time.perf_counter() - began:.2f} s",
+    print(f"{rank_share(plan, rank, request.latent_shape, config)}; sampled in {time.perf_counter() - began:.2f} s",
           file=sys.stderr, flush=True)
     if world_size > 1:
         dist.destroy_process_group()
@@ -279,15 +272,13 @@ def sample_parallel(model, captions, request: "VideoRequest", config: SampleConf
 
 def generate(args) -> Path | None:
     """Make the video; returns its path (None on the other processes of a --parallel run)."""
-    from tqdm import tqdm
-
-    from .draft import DRAFT_SCALE, FirstStageDraft, decode_draft
+    from ..draft import DRAFT_SCALE, FirstStageDraft, decode_draft
+    from ..video_io import write_contact_sheet, write_mp4
     from .pipeline import check_request, decode_frames, encode_request, sample_request
-    from .video_io import write_contact_sheet, write_mp4
     from .workflow import GenerationGraph
     from .workflow import metadata as workflow_metadata
 
-    config, request, fps, cache = plan(args)
+    config, request, fps, cache = resolve_settings(args)
     dtypes = component_dtypes(args)
     start = time.perf_counter()
     model, text_model, tokenizer, vae = load_components(args)
@@ -311,7 +302,7 @@ def generate(args) -> Path | None:
         print(f"note: no --draft: the schedule has {len(config.stages)} stage(s) and the first makes the final "
               "video (a draft needs a coarse stage before the last)", file=sys.stderr)
     sampling_start = time.perf_counter()
-    with tqdm(total=len(config.plan()), desc="sampling", unit="step", disable=rank != 0) as bar:
+    with tqdm(total=len(config.model_calls()), desc="sampling", unit="step", disable=rank != 0) as bar:
         def progress(info):
             if draft is not None:
                 draft(info)

@@ -18,8 +18,9 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from tqdm import tqdm
 
-from .motion import motion_score
+from lumina_core.motion import motion_score
 
 WIDTH = HEIGHT = 64
 FRAMES = 16
@@ -148,14 +149,12 @@ def make_image(seed: int) -> tuple[np.ndarray, ClipSpec]:
 
 
 def make_dataset(clips: int, images: int, seed: int = 0, progress: bool = True) -> dict:
-    """The cached training set: uint8 clips and images, captions and measured motion labels.
+    """The training set: uint8 clips and images, captions and measured motion labels.
 
     Returns {"clips" [N,F,H,W,3], "clip_captions", "clip_motion" [N] float32, "clip_speed" [N],
     "clip_direction", "clip_colour", "images" [M,1,H,W,3], "image_captions", "image_colour"}.
     Motion labels cost one optical-flow pass per clip (~0.1 s), so build this once.
     """
-    from tqdm import tqdm
-
     clip_list, specs, motion = [], [], []
     for index in tqdm(range(clips), desc="clips + motion labels", disable=not progress):
         frames, spec = make_clip(seed * 1_000_003 + index)

@@ -37,10 +37,13 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from .sampling import Caption, SampleConfig, check_sample_inputs, guidance_at, guide, guided_velocity
+from ..model import compute_frames
+from ..sampling import Caption, SampleConfig, check_sample_inputs, guide, guided_velocity, integrate
 
 DEGREES = ("cfg", "ulysses", "ring")
-DEFAULT_TIMEOUT_S = 600.0  # longest a collective waits for a silent process before it fails
+DEFAULT_TIMEOUT_S = 600.0
+"""Longest a collective waits for a silent process before it fails; the Ray pool also waits this long for its actors
+to start, for a model to load and for each step, before it calls the ranks hung, shuts them down and raises."""
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 _group_timeout_s = DEFAULT_TIMEOUT_S  # the timeout init_process_group was given, for the subgroups
 
@@ -427,12 +430,25 @@ def _stop_requested(should_stop: Optional[Callable[[], bool]], rank: int, world_
     return bool(flag.item())
 
 
+@contextmanager
+def _failure_named(rank: int, call: int, total: int):
+    """Name the rank and the model call in a collective's failure (gloo reports a timeout or a closed connection
+    as a plain RuntimeError)."""
+    try:
+        yield
+    except RuntimeError as error:
+        raise RuntimeError(f"parallel sampling failed on rank {rank} in model call {call} of {total}: {error}. A "
+                           "timeout or closed connection means another process died or did not answer within "
+                           f"{_group_timeout_s:g} s: see that process's own error") from error
+
+
 @torch.no_grad()
 def parallel_sample(model, noise: torch.Tensor, cond: Caption, uncond: Optional[Caption], config: SampleConfig,
                     plan: ParallelPlan, callback: Optional[Callable[[dict], None]] = None,
                     should_stop: Optional[Callable[[], bool]] = None) -> torch.Tensor:
     """:func:`~lumina_core.sampling.sample` split across the processes of the default process group by
-    ``plan``: call it on every process with the same inputs; every process returns the float32 latent.
+    ``plan``: call it on every process with the same inputs; every process returns the float32 latent. The
+    loop is the sampler's own (:func:`~lumina_core.sampling.integrate`) with the split velocity.
 
     ``callback`` runs on every process after each step (as in ``sample``); ``should_stop()`` is asked on
     rank 0 between steps and, when true, every process raises InterruptedError. A plan of world size 1 runs
@@ -444,33 +460,24 @@ def parallel_sample(model, noise: torch.Tensor, cond: Caption, uncond: Optional[
     check_plan(plan, model.config, world_size)
     check_sample_inputs(model, noise, cond, uncond, config)
     groups = parallel_groups(plan)
-    calls = config.plan()
-    x = noise.float()
-    grid = config.grid()
-    for index, (step, t, t_next, stage) in enumerate(calls):
-        try:
-            stop = _stop_requested(should_stop, groups.rank, world_size, x.device)
-            velocity = None if stop else parallel_velocity(model, x, t, stage, cond, uncond, guidance_at(config, t),
-                                                           groups)
-        except RuntimeError as error:  # gloo reports a timeout or a closed connection as a plain RuntimeError
-            raise RuntimeError(f"parallel sampling failed on rank {groups.rank} in model call {index + 1} of "
-                               f"{len(calls)}: {error}. A timeout or closed connection means another process died "
-                               f"or did not answer within {_group_timeout_s:g} s: see that process's own error"
-                               ) from error
-        if stop:
-            raise InterruptedError(f"parallel sampling stopped before model call {index + 1} of {len(calls)} "
-                                   "(should_stop() answered true on rank 0)")
-        if callback is not None:
-            callback(dict(step=step, t=t, t_next=t_next, x=x, velocity=velocity, patch_size=stage.patch_size,
-                          f_patch_size=stage.f_patch_size, index=index, total=len(calls)))
-        x = x + (grid[step + 1] - grid[step]) * velocity
-    return x
+    total = len(config.model_calls())
+    started = 0  # model calls begun: the stop question opens each one
+
+    def stop_everywhere() -> bool:
+        nonlocal started
+        started += 1
+        with _failure_named(groups.rank, started, total):
+            return _stop_requested(should_stop, groups.rank, world_size, noise.device)
+
+    def velocity(x: torch.Tensor, t: float, stage, guidance: tuple) -> torch.Tensor:
+        with _failure_named(groups.rank, started, total):
+            return parallel_velocity(model, x, t, stage, cond, uncond, guidance, groups)
+
+    return integrate(noise, config, velocity, callback, stop_everywhere)
 
 
 def rank_share(plan: ParallelPlan, rank: int, latent_shape, config: SampleConfig) -> str:
     """What process ``rank`` computes in a guided call: its cfg row and its token slice per patch pair."""
-    from .model import compute_frames
-
     ring_rank, ulysses_rank = rank // plan.ulysses % plan.ring, rank % plan.ulysses
     cfg_rank = rank // plan.sequence_degree
     row = "both rows" if plan.cfg == 1 else ("positive row" if cfg_rank == 0 else "negative row")

@@ -8,11 +8,11 @@ from typing import Callable, Optional
 
 import torch
 
-from .cache import StepCache
-from .sampling import SampleConfig, check_runnable, sample, seeded_noise
-from .sizes import check_video_size
-from .text import encode_prompts
-from .vae import LATENT_CHANNELS, SPATIAL_COMPRESSION, decode, latent_count_for_frames
+from ..sampling import SampleConfig, check_runnable, sample, seeded_noise
+from ..sizes import check_video_size, latent_shape
+from ..step_cache import StepCache
+from ..text import encode_prompts
+from ..vae import decode
 
 
 @dataclass(frozen=True)
@@ -24,21 +24,20 @@ class VideoRequest:
     frames: int = 16
     seed: int = 0
 
-
-def latent_shape(request: VideoRequest) -> tuple[int, int, int, int, int]:
-    return (1, LATENT_CHANNELS, latent_count_for_frames(request.frames),
-            request.height // SPATIAL_COMPRESSION, request.width // SPATIAL_COMPRESSION)
+    @property
+    def latent_shape(self) -> tuple[int, int, int, int, int]:
+        return latent_shape(self.width, self.height, self.frames)
 
 
 def check_request(model, request: VideoRequest, config: SampleConfig) -> None:
     """Every size check the sampler and VAE would make, without running anything."""
     check_video_size(request.width, request.height, request.frames, config)
-    check_runnable(model, latent_shape(request), config)
+    check_runnable(model, request.latent_shape, config)
 
 
 def initial_noise(request: VideoRequest) -> torch.Tensor:
     """float32 Gaussian noise of the request's latent shape from its seed (see sampling.seeded_noise)."""
-    return seeded_noise(latent_shape(request), request.seed)
+    return seeded_noise(request.latent_shape, request.seed)
 
 
 Captions = tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]

@@ -1,9 +1,9 @@
 """The demo models: small Lumina-Video components trained on procedural clips (one coloured shape
-moving over a grey background, :mod:`lumina_core.demo_data`) that use the same classes and code
+moving over a grey background, ``training/demo_data.py``) that use the same classes and code
 paths as the real ones, so the command line makes a real video on any CPU without downloads.
 
-The shipped files live in ``lumina_core/demo_models/`` (transformer, VAE, text encoder folder with
-its tokenizer) and were made by ``python -m lumina_core.train`` (docs/demo_training.md). If the
+The shipped files live in ``lumina_core/demo/models/`` (transformer, VAE, text encoder folder with
+its tokenizer) and were made by ``python -m training.train`` (docs/demo_training.md). If the
 folder is missing, every component is built from a fixed seed with random weights: the pipeline
 still runs end to end, but the video is noise. ``DEMO_IS_TRAINED`` says which case holds and the
 command line prints it.
@@ -16,9 +16,10 @@ from pathlib import Path
 
 import torch
 
-from .model import NextDiT, NextDiTConfig
+from ..checkpoint import load_model
+from ..model import NextDiT, NextDiTConfig
 
-MODELS_DIR = Path(__file__).parent / "demo_models"
+MODELS_DIR = Path(__file__).parent / "models"
 TRANSFORMER_FILE = "transformer.safetensors"
 VAE_FILE = "vae.safetensors"
 TEXT_ENCODER_DIR = "text_encoder"  # Gemma-2 config + weights + tokenizer files
@@ -91,11 +92,11 @@ def seeded_text_model(vocab_size: int):
     return model
 
 
-def seeded_vae():
-    """An untrained demo VAE (seeded random weights; the starting point of training)."""
+def seeded_vae(seed: int = DEMO_SEED):
+    """An untrained demo VAE (random weights from ``seed``; the starting point of training)."""
     from diffusers import AutoencoderKLCogVideoX
 
-    torch.manual_seed(DEMO_SEED)
+    torch.manual_seed(seed)
     return AutoencoderKLCogVideoX(**VAE_CONFIG).eval()
 
 
@@ -112,7 +113,7 @@ def seeded_transformer() -> NextDiT:
 def build_text_model(vocab_size: int):
     """The demo text encoder: the shipped one when present, else the seeded random one."""
     if DEMO_IS_TRAINED:
-        from .text import load_text_encoder
+        from ..text import load_text_encoder
 
         model, _ = load_text_encoder(MODELS_DIR / TEXT_ENCODER_DIR)
         if model.get_input_embeddings().num_embeddings == vocab_size:
@@ -123,7 +124,7 @@ def build_text_model(vocab_size: int):
 def build_vae(dtype: torch.dtype = torch.float32):
     """The demo VAE in ``dtype``: the shipped trained one when present, else seeded random weights."""
     if DEMO_IS_TRAINED:
-        from .vae import load_vae
+        from ..vae import load_vae
 
         return load_vae(MODELS_DIR / VAE_FILE, dtype)
     return seeded_vae().to(dtype)
@@ -132,8 +133,6 @@ def build_vae(dtype: torch.dtype = torch.float32):
 def build_transformer() -> NextDiT:
     """The demo Multi-scale Next-DiT: the shipped trained one when present, else seeded random weights."""
     if DEMO_IS_TRAINED:
-        from .checkpoint import load_model
-
         return load_model(MODELS_DIR / TRANSFORMER_FILE)
     return seeded_transformer()
 

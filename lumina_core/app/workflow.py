@@ -5,7 +5,7 @@ savers do: ``workflow`` = UI format, ``prompt`` = API format), so dropping the f
 ComfyUI canvas restores a graph of the pack's nodes that reproduces the same latents: same
 models, schedule (as official JSON), prompts, seed, motion values, size, frame count and step cache.
 
-This module only writes JSON; it names the pack's node ids but never imports ComfyUI.
+This module only writes JSON in the names of :mod:`lumina_core.app.node_table`; it never imports ComfyUI.
 """
 
 from __future__ import annotations
@@ -15,23 +15,47 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .sizes import CUSTOM_RESOLUTION
+from ..sizes import CUSTOM_RESOLUTION
+from .node_table import (
+    DEMO_ENTRY,
+    EMPTY_LATENT_VIDEO,
+    MODEL_LOADER,
+    SAME_FOLDER,
+    SAMPLER,
+    SAVE_VIDEO,
+    SCHEDULE_JSON,
+    STEP_CACHE,
+    TEXT_ENCODE,
+    TEXT_ENCODER_LOADER,
+    VAE_DECODE,
+    VAE_LOADER,
+    NodeNames,
+)
 
-DEMO_ENTRY = "lumina-video-demo (built-in)"
-SAME_FOLDER = "(from the text encoder folder)"
 NODE_WIDTH = 320
 
 
 @dataclass
 class Node:
+    """One node of the graph: its widget values in the table's widget order, and its linked inputs."""
+
     id: int
-    type: str
-    widgets: list[tuple[str, Any]]
-    links: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # input -> (origin id, slot, type)
-    outputs: list[tuple[str, str]] = field(default_factory=list)
+    names: NodeNames
+    values: list[Any]
+    links: dict[str, tuple[int, int]] = field(default_factory=dict)  # input -> (origin id, origin slot)
     pos: tuple[int, int] = (0, 0)
     height: int = 120
-    control_after: Optional[str] = None  # widget followed by a "control after generate" value
+
+    def __post_init__(self):
+        if len(self.values) != len(self.names.widgets):
+            raise ValueError(f"{self.names.id} takes {len(self.names.widgets)} widget values "
+                             f"({', '.join(self.names.widgets)}), not {len(self.values)}")
+        for name in self.links:
+            self.names.input_type(name)  # raises for an input the node does not have
+
+    @property
+    def widgets(self) -> list[tuple[str, Any]]:
+        return list(zip(self.names.widgets, self.values))
 
 
 @dataclass(frozen=True)
@@ -63,43 +87,30 @@ def model_entry(path: Optional[str]) -> str:
 
 
 def nodes_for(graph: GenerationGraph) -> list[Node]:
-    model_loader = Node(1, "LuminaVideoModelLoader",
-                        [("model_name", model_entry(graph.model)), ("weight_dtype", graph.weight_dtype)],
-                        outputs=[("model", "MODEL")], pos=(40, 60), height=110)
-    text_loader = Node(2, "LuminaVideoTextEncoderLoader",
-                       [("text_encoder_name", model_entry(graph.text_encoder)),
-                        ("tokenizer", SAME_FOLDER if graph.tokenizer is None else Path(graph.tokenizer).name),
-                        ("weight_dtype", graph.text_encoder_dtype)],
-                       outputs=[("text_encoder", "LUMINA_VIDEO_TEXT_ENCODER")], pos=(40, 210), height=110)
-    vae_loader = Node(3, "LuminaVideoVAELoader",
-                      [("vae_name", model_entry(graph.vae)), ("weight_dtype", graph.vae_dtype)],
-                      outputs=[("vae", "LUMINA_VIDEO_VAE")], pos=(40, 360), height=80)
-    encode = Node(4, "LuminaVideoTextEncode", [("prompt", graph.prompt), ("negative_prompt", graph.negative_prompt)],
-                  links={"text_encoder": (2, 0, "LUMINA_VIDEO_TEXT_ENCODER")},
-                  outputs=[("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
+    model_loader = Node(1, MODEL_LOADER, [model_entry(graph.model), graph.weight_dtype], pos=(40, 60), height=110)
+    tokenizer = SAME_FOLDER if graph.tokenizer is None else Path(graph.tokenizer).name
+    text_loader = Node(2, TEXT_ENCODER_LOADER, [model_entry(graph.text_encoder), tokenizer, graph.text_encoder_dtype],
+                       pos=(40, 210), height=110)
+    vae_loader = Node(3, VAE_LOADER, [model_entry(graph.vae), graph.vae_dtype], pos=(40, 360), height=80)
+    encode = Node(4, TEXT_ENCODE, [graph.prompt, graph.negative_prompt], links={"text_encoder": (2, 0)},
                   pos=(400, 60), height=220)
-    schedule = Node(5, "LuminaVideoScheduleJSON", [("config", json.dumps(graph.schedule))],
-                    outputs=[("schedule", "LUMINA_VIDEO_SCHEDULE")], pos=(400, 320), height=200)
-    latent = Node(6, "LuminaVideoEmptyLatentVideo",
-                  [("resolution", CUSTOM_RESOLUTION), ("width", graph.width), ("height", graph.height),
-                   ("frames", graph.frames), ("batch_size", 1)],
-                  outputs=[("latent", "LATENT")], pos=(400, 560), height=150)
-    model_source = (1, 0, "MODEL")
+    schedule = Node(5, SCHEDULE_JSON, [json.dumps(graph.schedule)], pos=(400, 320), height=200)
+    latent = Node(6, EMPTY_LATENT_VIDEO, [CUSTOM_RESOLUTION, graph.width, graph.height, graph.frames, 1],
+                  pos=(400, 560), height=150)
+    model_source = (1, 0)
     cache = []
     if graph.cache > 0:
-        cache = [Node(10, "LuminaVideoStepCache", [("threshold", graph.cache), ("start", 0.0), ("end", 1.0)],
-                      links={"model": model_source}, outputs=[("model", "MODEL")], pos=(40, 460), height=130)]
-        model_source = (10, 0, "MODEL")
-    sampler = Node(7, "LuminaVideoSampler", [("seed", graph.seed)],
-                   links={"model": model_source, "positive": (4, 0, "CONDITIONING"),
-                          "negative": (4, 1, "CONDITIONING"), "latent": (6, 0, "LATENT"),
-                          "schedule": (5, 0, "LUMINA_VIDEO_SCHEDULE")},
-                   outputs=[("latent", "LATENT")], pos=(760, 60), height=260, control_after="seed")
-    decode = Node(8, "LuminaVideoVAEDecode", [("tiled", "auto"), ("fps", graph.fps)],
-                  links={"vae": (3, 0, "LUMINA_VIDEO_VAE"), "latent": (7, 0, "LATENT")},
-                  outputs=[("images", "IMAGE"), ("video", "VIDEO")], pos=(760, 360), height=150)
-    save = Node(9, "SaveVideo", [("filename_prefix", "video/lumina_video"), ("format", "auto"), ("codec", "auto")],
-                links={"video": (8, 1, "VIDEO")}, pos=(1120, 60), height=400)
+        cache = [Node(10, STEP_CACHE, [graph.cache, 0.0, 1.0], links={"model": model_source}, pos=(40, 460),
+                      height=130)]
+        model_source = (10, 0)
+    sampler = Node(7, SAMPLER, [graph.seed],
+                   links={"model": model_source, "positive": (4, 0), "negative": (4, 1), "latent": (6, 0),
+                          "schedule": (5, 0)},
+                   pos=(760, 60), height=260)
+    decode = Node(8, VAE_DECODE, ["auto", graph.fps], links={"vae": (3, 0), "latent": (7, 0)}, pos=(760, 360),
+                  height=150)
+    save = Node(9, SAVE_VIDEO, ["video/lumina_video", "auto", "auto"], links={"video": (8, 1)}, pos=(1120, 60),
+                height=400)
     return [model_loader, text_loader, vae_loader, encode, schedule, latent, *cache, sampler, decode, save]
 
 
@@ -121,25 +132,25 @@ def ui_workflow(graph: GenerationGraph) -> dict:
     links, ui_nodes = [], []
     targets: dict[tuple[int, int], list[int]] = {}
     for node in nodes:
-        for slot, (origin, origin_slot, kind) in enumerate(node.links.values()):
+        for slot, (name, (origin, origin_slot)) in enumerate(node.links.items()):
             link_id = len(links) + 1
-            links.append([link_id, origin, origin_slot, node.id, slot, kind])
+            links.append([link_id, origin, origin_slot, node.id, slot, node.names.input_type(name)])
             targets.setdefault((origin, origin_slot), []).append(link_id)
     for order, node in enumerate(nodes):
         values = []
         for name, value in node.widgets:
             values.append(value)
-            if name == node.control_after:
+            if name == node.names.control_after:
                 values.append("fixed")
         ui_nodes.append({
-            "id": node.id, "type": node.type, "pos": list(node.pos), "size": [NODE_WIDTH, node.height],
+            "id": node.id, "type": node.names.id, "pos": list(node.pos), "size": [NODE_WIDTH, node.height],
             "flags": {}, "order": order, "mode": 0,
-            "inputs": [{"name": name, "type": kind,
+            "inputs": [{"name": name, "type": node.names.input_type(name),
                         "link": next(link[0] for link in links if link[3] == node.id and link[4] == slot)}
-                       for slot, (name, (_, _, kind)) in enumerate(node.links.items())],
+                       for slot, name in enumerate(node.links)],
             "outputs": [{"name": name, "type": kind, "links": targets.get((node.id, slot), []), "slot_index": slot}
-                        for slot, (name, kind) in enumerate(node.outputs)],
-            "properties": {"Node name for S&R": node.type}, "widgets_values": values,
+                        for slot, (name, kind) in enumerate(node.names.outputs)],
+            "properties": {"Node name for S&R": node.names.id}, "widgets_values": values,
         })
     note_id = len(nodes) + 1
     ui_nodes.append({"id": note_id, "type": "Note", "pos": [1120, 500], "size": [360, 160], "flags": {},
@@ -154,8 +165,8 @@ def api_prompt(graph: GenerationGraph) -> dict:
     prompt = {}
     for node in nodes_for(graph):
         inputs: dict[str, Any] = dict(node.widgets)
-        inputs.update({name: [str(origin), slot] for name, (origin, slot, _) in node.links.items()})
-        prompt[str(node.id)] = {"class_type": node.type, "inputs": inputs}
+        inputs.update({name: [str(origin), slot] for name, (origin, slot) in node.links.items()})
+        prompt[str(node.id)] = {"class_type": node.names.id, "inputs": inputs}
     return prompt
 
 

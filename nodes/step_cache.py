@@ -1,4 +1,4 @@
-"""Step cache node: a MODEL whose model calls may be skipped and predicted (lumina_core.cache.StepCache), safe
+"""Step cache node: a MODEL whose model calls may be skipped and predicted (lumina_core.step_cache.StepCache), safe
 across patch switches and cfg truncation, under the pack's samplers and ComfyUI's own.
 
 The MODEL carries the cache's settings under ``transformer_options[STEP_CACHE_KEY]``. The pack's samplers give
@@ -16,7 +16,8 @@ import comfy.model_management
 import comfy.patcher_extension
 from comfy_api.latest import io
 
-from ..lumina_core.cache import MAX_THRESHOLD, StepCache
+from ..lumina_core.app.node_table import STEP_CACHE
+from ..lumina_core.step_cache import MAX_THRESHOLD, StepCache
 from .native import lumina_video_model, row_motion
 
 STEP_CACHE_KEY = "lumina_video_step_cache"
@@ -86,7 +87,7 @@ class LuminaVideoStepCache(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="LuminaVideoStepCache",
+            node_id=STEP_CACHE.id,
             display_name="Lumina-Video Step Cache",
             category="Lumina-Video/sampling",
             description="Skips model calls whose output is predicted to change little (EasyCache's transformation "

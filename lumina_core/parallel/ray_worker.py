@@ -1,4 +1,4 @@
-"""What runs inside the Ray workers of :mod:`lumina_core.ray_ranks`: one :class:`RankWorker` per rank and the
+"""What runs inside the Ray workers of :mod:`lumina_core.parallel.ray_ranks`: one :class:`RankWorker` per rank and the
 :class:`Relay` between rank 0 and the driver.
 
 Ray ships these classes by value (the driver may know the pack under any module name, e.g. ComfyUI's custom node
