@@ -61,7 +61,7 @@ from ..lumina_core.limits import (
 from ..lumina_core.sampling import SampleConfig
 from ..lumina_core.schedule import Stage, format_patch, parse_patch
 from ..lumina_core.sizes import latent_shape, resolution_size
-from ..lumina_core.vae import LATENT_CHANNELS
+from ..lumina_core.vae import LATENT_CHANNELS, SPATIAL_COMPRESSION
 from .model_files import DEMO, resolve
 from .schedule import preset_config
 from .video import LuminaVideoEmptyLatentVideo

@@ -85,11 +85,11 @@ def test_a_budget_below_the_cheapest_schedule_is_refused_with_its_minimum():
 
 
 def finest_fitting_steps(base: SampleConfig, costs: CallCosts, budget: float) -> int | None:
-    """The reference: every grid from the base's down, each walked call by call (SampleConfig.plan)."""
+    """The reference: every grid from the base's down, each walked call by call (SampleConfig.model_calls)."""
     for steps in range(base.steps, 1, -1):
-        plan = replace(base, steps=steps).model_calls()
-        seconds = sum(costs.call_seconds(stage, float(value_at(base.cfg, t))) for _, t, _, stage in plan)
-        if {stage for _, _, _, stage in plan} == set(base.stages) and seconds <= budget:
+        calls = replace(base, steps=steps).model_calls()
+        seconds = sum(costs.call_seconds(stage, float(value_at(base.cfg, t))) for _, t, _, stage in calls)
+        if {stage for _, _, _, stage in calls} == set(base.stages) and seconds <= budget:
             return steps
     return None
 
@@ -119,7 +119,7 @@ def test_predictions_count_the_calls_on_the_grid_without_walking_the_plan(monkey
         calls = [sum(1 for _, _, _, stage in base.model_calls() if stage == s) for s in base.stages]
         budget = rng.uniform(0.05, 1.2) * predicted_seconds(base, COSTS)
         cases.append((base, calls, budget, finest_fitting_steps(base, COSTS, budget)))
-    monkeypatch.setattr(SampleConfig, "plan", lambda self: pytest.fail("a prediction walked the plan call by call"))
+    monkeypatch.setattr(SampleConfig, "model_calls", lambda self: pytest.fail("a prediction walked the calls"))
     for base, calls, budget, expected in cases:
         assert [stage.calls for stage in predict(base, COSTS)] == calls
         if expected is None:
