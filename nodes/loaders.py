@@ -93,7 +93,8 @@ class LuminaVideoModelLoader(io.ComfyNode):
         else:
             model = load_model(resolve("diffusion_models", model_name, OFFICIAL_WEIGHT_FILES))
             schedule = default_schedule(model)
-        return io.NodeOutput(native_model(model, schedule, weight_dtype))
+        latent_space = "demo" if model_name == DEMO else "cogvideox"  # the demo DiT samples demo VAE latents
+        return io.NodeOutput(native_model(model, schedule, weight_dtype, latent_space))
 
 
 class LuminaVideoTextEncoderLoader(io.ComfyNode):

@@ -32,6 +32,7 @@ from comfy.ldm.modules.attention import optimized_attention_masked
 
 from ..lumina_core.model import NextDiT, NextDiTConfig
 from ..lumina_core.precision import native_bf16
+from ..lumina_core.preview import LATENT_RGB, frame_grid
 from ..lumina_core.sampling import SampleConfig, check_patches
 from ..lumina_core.schedule import Stage, normalize_time_aware, value_at
 from ..lumina_core.vae import LATENT_CHANNELS, SCALING_FACTOR
@@ -43,11 +44,26 @@ MOTION_SLOTS = 8  # (threshold, value) pairs a motion conditioning can hold
 
 
 class LuminaVideoLatent(comfy.latent_formats.LatentFormat):
-    """CogVideoX-2b latents: 16 channels over (frames, height, width), scaled by 1.15258426 for the model."""
+    """CogVideoX-2b latents: 16 channels over (frames, height, width), scaled by 1.15258426 for the model.
+
+    Previews: the latent-to-RGB map of the latent space the model samples in (``latent_space``, a key of
+    ``lumina_core.preview.LATENT_RGB``: the real VAE's or the demo VAE's), over every latent frame at once:
+    ``latent_rgb_factors_reshape``, which ComfyUI's latent2rgb previewer applies before it reads frame 0, lays
+    the frames out in one grid (``frame_grid``). So core samplers and the pack's samplers show the whole clip."""
 
     latent_channels = LATENT_CHANNELS
     latent_dimensions = 3
     scale_factor = SCALING_FACTOR
+
+    def __init__(self, latent_space: str = "cogvideox", channels: int = LATENT_CHANNELS):
+        if latent_space not in LATENT_RGB:
+            raise ValueError(f"latent space {latent_space!r} is unknown; use one of {', '.join(LATENT_RGB)}")
+        self.latent_channels = channels
+        rgb = LATENT_RGB[latent_space]
+        if rgb.channels == channels:  # a model of another width has no known map: no latent2rgb preview
+            self.latent_rgb_factors = [list(row) for row in rgb.factors]
+            self.latent_rgb_factors_bias = list(rgb.bias)
+            self.latent_rgb_factors_reshape = frame_grid
 
 
 # -- per-row motion as a conditioning tensor -------------------------------------------------------------
@@ -224,10 +240,10 @@ class LuminaVideoConfig(comfy.supported_models_base.BASE):
     supported_inference_dtypes = [torch.bfloat16, torch.float16, torch.float32]
     memory_usage_factor = 2.0
 
-    def __init__(self, architecture: NextDiTConfig, schedule: SampleConfig):
+    def __init__(self, architecture: NextDiTConfig, schedule: SampleConfig, latent_space: str = "cogvideox"):
         self.sampling_settings = {"shift": float(schedule.shift or 1.0), "multiplier": 1.0}
         super().__init__({**self.unet_config, **architecture.to_dict(), "default_schedule": schedule})
-        self.latent_format.latent_channels = architecture.in_channels  # 16 for every released model
+        self.latent_format = LuminaVideoLatent(latent_space, architecture.in_channels)  # 16 for every released model
 
     def get_model(self, state_dict, prefix="", device=None):
         return LuminaVideoModel(self, device=device)
@@ -250,19 +266,20 @@ WEIGHT_DTYPES = {
 }
 
 
-def native_model(model: NextDiT, schedule: SampleConfig, weight_dtype: str = "default"
-                 ) -> comfy.model_patcher.ModelPatcher:
+def native_model(model: NextDiT, schedule: SampleConfig, weight_dtype: str = "default",
+                 latent_space: str = "cogvideox") -> comfy.model_patcher.ModelPatcher:
     """A ModelPatcher over a LuminaVideoModel holding ``model``'s weights, built the way core builds
     diffusion models (``comfy.sd.load_diffusion_model_state_dict`` without detection): dtype from
     ``unet_dtype``/``unet_manual_cast``, layers from ``pick_operations``, weights by ``load_model_weights``.
     ``schedule`` becomes the model's default schedule (patch pairs, shift and motion when a sampler gives
-    none)."""
+    none); ``latent_space`` names the VAE latent it samples in, for previews ("cogvideox", or "demo" for the
+    demo transformer, which was trained on the demo VAE's latents)."""
     if weight_dtype not in WEIGHT_DTYPES:
         raise ValueError(f"weight_dtype {weight_dtype!r} is unknown; use one of {', '.join(WEIGHT_DTYPES)}")
     choice = WEIGHT_DTYPES[weight_dtype]
     check_patches(model, schedule)
     state_dict = model.state_dict()
-    config = LuminaVideoConfig(model.config, schedule)
+    config = LuminaVideoConfig(model.config, schedule, latent_space)
     load_device = comfy.model_management.get_torch_device()
     offload_device = comfy.model_management.unet_offload_device()
     parameters = sum(t.numel() for t in state_dict.values())

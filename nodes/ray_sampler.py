@@ -15,7 +15,7 @@ from ..lumina_core.parallel import ParallelPlan, check_plan, ray_ranks
 from ..lumina_core.sampling import SampleConfig, seeded_noise
 from . import io_types
 from .native import LuminaVideoDiT
-from .sampler import TOOLTIPS, prepare, preview, stage_output
+from .sampler import TOOLTIPS, prepare, preview, previewer, stage_output
 from .step_cache import attached_cache
 
 PREFIX = "diffusion_model."
@@ -73,9 +73,10 @@ def run_on_ranks(model_patcher, positive: list, negative: list, noise: torch.Ten
         comfy.model_management.soft_empty_cache()
     weight_bytes = sum(t.numel() * t.element_size() for t in network.state_dict().values())
     progress = comfy.utils.ProgressBar(len(config.model_calls()))
+    live = previewer(model_patcher)
 
     def on_progress(info: dict) -> None:
-        progress.update_absolute(info["index"] + 1, info["total"], preview(info))
+        progress.update_absolute(info["index"] + 1, info["total"], preview(live, info))
 
     interrupted = comfy.model_management.processing_interrupted  # Cancel: asked while the ranks start, load and work
     try:

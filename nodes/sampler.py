@@ -10,8 +10,9 @@ from dataclasses import replace
 
 import comfy.model_management
 import comfy.utils
+import latent_preview
 import torch
-from comfy.cli_args import LatentPreviewMethod, args
+from comfy.cli_args import args
 from comfy_api.latest import io
 from PIL import Image
 
@@ -77,16 +78,18 @@ def with_conditioning_motion(config: SampleConfig, positive: list, negative: lis
     return replace(config, **values) if values else config
 
 
-def preview(info: dict):
-    """Cheap live preview: the predicted clean latent (the draft's), its first 3 channels averaged over frames
-    and each stretched to [0, 1]; None when previews are off."""
-    if args.preview_method == LatentPreviewMethod.NoPreviews:
+def previewer(model_patcher):
+    """ComfyUI's live previewer for the model's latent format (its latent-to-RGB map over a grid of every latent
+    frame, as core samplers show it), or None when previews are off (--preview-method none)."""
+    return latent_preview.get_previewer(model_patcher.load_device, model_patcher.model.latent_format)
+
+
+def preview(live, info: dict):
+    """The preview image of a sampler callback's step: its predicted clean latent (the model's scaled latent,
+    a core sampler's x0) through ``live``, a ``previewer``; None without one."""
+    if live is None:
         return None
-    rgb = predicted_clean(info)[0, :3].mean(dim=1)  # [3, F, h, w] -> [3, h, w]
-    low, high = rgb.amin(dim=(1, 2), keepdim=True), rgb.amax(dim=(1, 2), keepdim=True)
-    rgb = (rgb - low) / (high - low).clamp_min(1e-6)
-    pixels = (rgb.permute(1, 2, 0) * 255).round().to(torch.uint8).cpu().numpy()
-    return "JPEG", Image.fromarray(pixels), args.preview_size
+    return live.decode_latent_to_preview_image("JPEG", predicted_clean(info))
 
 
 DRAFT_EVENT = "lumina_video.draft"
@@ -159,13 +162,14 @@ def run(model_patcher, positive: list, negative: list, x: torch.Tensor, config: 
     comfy.model_management.load_models_gpu([model_patcher])  # patches (LoRA) applied, partly loaded if memory asks
     device = model_patcher.load_device
     progress = comfy.utils.ProgressBar(len(config.model_calls()))
+    live = previewer(model_patcher)
     draft = drafter(model_patcher, draft_vae, config)
 
     def callback(info: dict) -> None:
         comfy.model_management.throw_exception_if_processing_interrupted()
         if draft is not None:
             draft(info)
-        progress.update_absolute(info["index"] + 1, info["total"], preview(info))
+        progress.update_absolute(info["index"] + 1, info["total"], preview(live, info))
 
     cache = attached_cache(model_patcher)  # from a Step Cache node
     out = sample(OfficialCall(network), x.to(device), tuple(t.to(device) for t in cond),

@@ -93,9 +93,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(prepare: Callable[[Path], None] | None = None) -> Iterator[Server]:
+def running_server(prepare: Callable[[Path], None] | None = None, args: tuple[str, ...] = ()) -> Iterator[Server]:
     """Boot ComfyUI with this pack in a fresh base directory and yield it; stop it and delete the base
-    directory afterwards. ``prepare(base)`` runs before the boot (e.g. to put files into base/models)."""
+    directory afterwards. ``prepare(base)`` runs before the boot (e.g. to put files into base/models); ``args``
+    are more command-line arguments (e.g. ``("--preview-method", "latent2rgb")``)."""
     import pytest
 
     base = Path(tempfile.mkdtemp(prefix="lumina-video-comfyui-"))
@@ -110,7 +111,7 @@ def running_server(prepare: Callable[[Path], None] | None = None) -> Iterator[Se
                "DO_NOT_TRACK": "1", "LUMINA_VIDEO_CACHE_DIR": str(base / "lumina_video_cache")}  # calibrations
         command = [sys.executable, str(Path(COMFYUI_PATH, "main.py")), "--cpu", "--disable-api-nodes", "--listen",
                    "127.0.0.1", "--port", str(port), "--base-directory", str(base),
-                   "--database-url", f"sqlite:///{base}/comfyui.db"]
+                   "--database-url", f"sqlite:///{base}/comfyui.db", *args]
         with open(log, "w") as log_file:
             process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=base)
         host = Server(f"http://127.0.0.1:{port}", base, log)

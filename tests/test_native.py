@@ -9,17 +9,23 @@ from dataclasses import replace
 from comfy_pack import demo_captions, demo_model, run  # boots ComfyUI in-process, imports the pack
 
 # isort: split
+import comfy.cli_args
 import comfy.model_management
 import comfy.samplers
 import comfy.utils
+import numpy as np
 import pytest
 import torch
+from comfy.cli_args import LatentPreviewMethod
 from comfy_extras.nodes_context_windows import ContextWindowsManualNode
 from comfy_extras.nodes_custom_sampler import KSamplerSelect, RandomNoise, SamplerCustomAdvanced
 from comfy_extras.nodes_easycache import EasyCacheNode
 from comfy_extras.nodes_torch_compile import TorchCompileModel
 from conftest import relative_error
 from lumina_video_pack.lumina_core.model import NextDiT, NextDiTConfig
+from lumina_video_pack.lumina_core.preview import COGVIDEOX as COGVIDEOX_RGB
+from lumina_video_pack.lumina_core.preview import DEMO as DEMO_RGB
+from lumina_video_pack.lumina_core.preview import frame_grid
 from lumina_video_pack.lumina_core.sampling import SampleConfig
 from lumina_video_pack.lumina_core.vae import SCALING_FACTOR
 from lumina_video_pack.nodes.guidance import LuminaVideoGuider, LuminaVideoModelSchedule, LuminaVideoSigmas
@@ -152,6 +158,36 @@ def test_ksampler_runs_the_patch_pairs_of_the_attached_schedule(model, captions,
     assert seen == expected and len(set(seen)) > 1
     assert torch.isfinite(out["samples"]).all()
     assert scheduled.get_model_object("model_sampling").shift == schedule.shift
+
+
+def test_ksampler_previews_every_latent_frame_with_the_demo_vae_map(model, captions, latent, monkeypatch):
+    """Under a core sampler the preview is ComfyUI's latent2rgb through the model's latent format: the demo VAE's
+    map (the demo model was loaded) over a 2 x 2 grid of the 4 latent frames of 4 x 4."""
+    positive, negative = captions
+    previews = []
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK",
+                        lambda value, total, preview, node_id=None: previews.append(preview))
+    monkeypatch.setattr(comfy.cli_args.args, "preview_method", LatentPreviewMethod.Latent2RGB)
+    (out,) = KSampler().sample(model, 1, 3, 3.0, "euler", "simple", positive, negative, latent)
+    kind, image, _ = previews[-1]
+    assert len(previews) == 3 and kind == "JPEG" and image.size == (8, 8)
+    # Euler's last x0 is the result: the image is the demo map of its grid (+-1 for uint8 rounding).
+    rgb = DEMO_RGB.to_rgb(frame_grid(out["samples"] * SCALING_FACTOR))[0, :, 0].permute(1, 2, 0)
+    expected = ((rgb + 1) / 2).clamp(0, 1).mul(255).to(torch.uint8).numpy()
+    assert np.abs(np.asarray(image, dtype=np.int16) - expected).max() <= 1
+    assert model.model.latent_format.latent_rgb_factors == [list(row) for row in DEMO_RGB.factors]
+
+
+def test_a_checkpoints_latent_format_has_the_cogvideox_map_when_16_channels_wide(model, tiny_model):
+    """A model not loaded as the demo samples CogVideoX latents: the real VAE's map; a model of another latent
+    width (the parity fixture's tiny one) has none, so ComfyUI shows no latent2rgb preview for it."""
+    network = model.model.diffusion_model
+    schedule = network.default_schedule
+    latent_format = native_model(network, schedule).model.latent_format
+    assert latent_format.latent_rgb_factors == [list(row) for row in COGVIDEOX_RGB.factors]
+    assert latent_format.latent_rgb_factors_bias == list(COGVIDEOX_RGB.bias)
+    tiny = native_model(tiny_model, SampleConfig.preset("f16F64R512")).model.latent_format
+    assert tiny.latent_channels == tiny_model.config.in_channels != 16 and tiny.latent_rgb_factors is None
 
 
 def test_motion_travels_per_row_and_batches(model, captions, latent):

@@ -356,7 +356,7 @@ def test_progress_counts_every_model_call_and_sends_previews(model, captions, la
     total = len(schedule.model_calls())
     assert [(value, count) for value, count, _ in updates] == [(i, total) for i in range(1, total + 1)]
     kind, image, _ = updates[-1][2]
-    assert kind == "JPEG" and image.size == (4, 4) and image.mode == "RGB"
+    assert kind == "JPEG" and image.size == (8, 4) and image.mode == "RGB"  # both latent frames (4 x 4) in a row
 
 
 def test_interrupt_stops_sampling_within_the_first_step(model, captions, latent):

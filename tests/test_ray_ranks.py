@@ -107,7 +107,7 @@ def test_progress_reaches_the_driver_and_a_stop_request_stops_the_ranks(demo, po
     pool.run(spec, noise, cond, uncond, DEMO_CONFIG, plan, on_progress=events.append)
     total = len(DEMO_CONFIG.model_calls())
     assert [event["index"] for event in events] == list(range(total)) and events[0]["total"] == total
-    assert events[0]["x"].shape == events[0]["velocity"].shape == (1, 3, 2, 8, 8)  # what a preview reads
+    assert events[0]["x"].shape == events[0]["velocity"].shape == (1, 16, 2, 8, 8)  # what a preview reads
 
     # Asked before the start: no step runs.
     events.clear()

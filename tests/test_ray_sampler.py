@@ -104,7 +104,7 @@ def test_progress_and_previews(model, captions, latent, schedule, monkeypatch):
     total = len(schedule.model_calls())
     assert [(value, count) for value, count, _ in updates] == [(i, total) for i in range(1, total + 1)]
     kind, image, _ = updates[-1][2]
-    assert kind == "JPEG" and image.size == (4, 4) and image.mode == "RGB"
+    assert kind == "JPEG" and image.size == (8, 4) and image.mode == "RGB"  # both latent frames (4 x 4) in a row
 
 
 def test_cancel_raises_comfyuis_interrupt_and_keeps_the_ranks(model, captions, latent, schedule, monkeypatch):

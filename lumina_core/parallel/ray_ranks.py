@@ -284,7 +284,7 @@ class RankPool:
             should_stop: Optional[Callable[[], bool]] = None) -> torch.Tensor:
         """``parallel_sample(model, noise, cond, uncond, config, plan)`` on the ranks; returns rank 0's float32
         latent on the CPU. ``on_progress(event)`` gets rank 0's steps in the driver: the sampler callback's dict
-        with x and velocity cut to what a preview reads (the first video's first 3 channels).
+        with x and velocity cut to what a preview reads (the first video).
         ``should_stop()`` is polled while the actors start (after an idle release), the model loads and the ranks
         work; once true, the ranks stop between steps and this raises InterruptedError. A rank that dies, fails or is
         silent for ``timeout_s`` tears the pool down and raises. The idle countdown starts again when this returns."""

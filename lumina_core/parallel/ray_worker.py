@@ -44,8 +44,8 @@ def loopback_interface() -> str:
 
 
 def preview_rows(tensor: torch.Tensor) -> torch.Tensor:
-    """The part of a step's x or velocity a preview reads (first video, first 3 channels), on the CPU."""
-    return tensor[:1, :3].float().cpu()
+    """The part of a step's x or velocity a preview reads (the first video), on the CPU."""
+    return tensor[:1].float().cpu()
 
 
 class RankWorker:
