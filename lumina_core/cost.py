@@ -260,8 +260,8 @@ def calibrate(model, latent_shape: Sequence[int], caption_tokens: int, device: t
 # -- the calibration file -------------------------------------------------------------------------
 def load_calibrations(path: Optional[Path] = None) -> list[CallCosts]:
     """Every calibration in the calibration file. It only saves time: a missing or unreadable file, one of another
-    version or shape (a list, null, text...) holds none, and a damaged entry is left out; the next store rewrites
-    the file whole."""
+    version or shape (a list, null, text...) holds none, and a damaged entry is left out; the next store rewrites the
+    file whole."""
     path = path or calibration_file()
     try:
         data = json.loads(path.read_text())

@@ -15,7 +15,7 @@ import pytest
 from comfy_host import DEMO, require_host, running_server
 
 from lumina_core import demo
-from lumina_core.cost import CACHE_FILE, CallCosts, CostKey, architecture_hash, store
+from lumina_core.cost import CALIBRATION_FILE, CallCosts, CostKey, architecture_hash, store_calibration
 from lumina_core.limits import MAX_STAGES, MAX_STEPS
 
 require_host()
@@ -43,8 +43,8 @@ def calibrate_demo(base: Path) -> None:
     plan requests with COST predict seconds and fit budgets."""
     key = CostKey(architecture_hash(demo.TRANSFORMER_CONFIG), "float32", "test device", (1, 16, 4, 8, 8), 32)
     pairs = [f"{f}x{p}" for p, f in demo.TRANSFORMER_CONFIG.patch_pairs]
-    store(CallCosts(key, dict.fromkeys(pairs, 0.5), dict.fromkeys(pairs, 0.25), 1.0),
-          base / "lumina_video_cache" / CACHE_FILE)
+    store_calibration(CallCosts(key, dict.fromkeys(pairs, 0.5), dict.fromkeys(pairs, 0.25), 1.0),
+          base / "lumina_video_cache" / CALIBRATION_FILE)
 
 
 @pytest.fixture(scope="module")
