@@ -216,17 +216,18 @@ PICKLED_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt")
 
 
 def check_safetensors_folder(folder: Path, what: str, source: str) -> None:
-    """Refuse a Hugging Face folder whose weights are not ``.safetensors``: its ``.bin`` files would be read with
-    ``torch.load``, which runs code stored in the file on torch versions before 2.6 (this pack does not require a
-    newer one). For the text encoder and VAE folders."""
+    """Refuse a Hugging Face folder whose weights are pickled (``.bin``/``.pt``...) and not ``.safetensors``: they
+    would be read with ``torch.load``, which runs code stored in the file on torch versions before 2.6 (this pack
+    does not require a newer one). For the text encoder and VAE folders; a folder with no weights at all is left to
+    the loader's own message."""
     if any(folder.glob("*.safetensors")):
         return
     pickled = sorted(path.name for path in folder.iterdir() if path.suffix.lower() in PICKLED_WEIGHTS)
-    found = f"only pickled weights ({', '.join(pickled[:3])}{'...' if len(pickled) > 3 else ''})" if pickled else (
-        "no weights file")
-    raise ValueError(f"the {what} folder {folder.name!r} holds {found}, no .safetensors file; pickled weights are "
-                     f"never loaded (reading them can run code). Download the .safetensors files of {source}, or, "
-                     "if you trust these files, convert them once with save_pretrained(..., safe_serialization=True)")
+    if pickled:
+        raise ValueError(f"the {what} folder {folder.name!r} holds only pickled weights ({', '.join(pickled[:3])}"
+                         f"{'...' if len(pickled) > 3 else ''}), no .safetensors file; pickled weights are never "
+                         f"loaded (reading them can run code). Download the .safetensors files of {source}, or, if "
+                         "you trust these files, convert them once with save_pretrained(..., safe_serialization=True)")
 
 
 # -- architecture inference -------------------------------------------------------------------
