@@ -125,12 +125,12 @@ def test_video_size_fits_every_schedule_it_uses(path):
     """What the nodes check at queue and run time (lumina_core.sizes), checked here for the full-size (never
     executed) settings. An official resolution keeps width and height equal to it, for the reduced runs."""
     workflow = load(path)
-    (latent,) = nodes_of(workflow, "LuminaVideoEmptyLatentVideo")
+    (latent,) = nodes_of(workflow, "LuminaVideoMSEmptyLatentVideo")
     resolution, width, height, frames, _ = latent["widgets_values"]
     assert resolution_size(resolution, width, height) == (width, height)
     schedules = [SampleConfig(stages=(Stage(*parse_patch(node["widgets_values"][2]), 0.0, 1.0),))
-                 for node in nodes_of(workflow, "LuminaVideoStageSampler")]
-    for node in nodes_of(workflow, "LuminaVideoSchedulePreset"):
+                 for node in nodes_of(workflow, "LuminaVideoMSStageSampler")]
+    for node in nodes_of(workflow, "LuminaVideoMSSchedulePreset"):
         preset = node["widgets_values"][0]
         schedules.append(SampleConfig.from_official(DEMO_SCHEDULE) if preset == "demo" else SampleConfig.preset(preset))
     assert schedules
@@ -241,7 +241,7 @@ def validation_answers(server, object_info):
     removed from the queue before they start, and the blocker is interrupted."""
     blocker = to_api(load(WORKFLOW_DIR / "lumina_video_demo_cpu.json"), object_info)
     for node in blocker.values():
-        if node["class_type"] == "LuminaVideoSchedulePreset":
+        if node["class_type"] == "LuminaVideoMSSchedulePreset":
             node["inputs"]["steps"] = 1000
     blocker_id = server.queue(blocker)
     deadline = time.monotonic() + 60
@@ -276,7 +276,7 @@ def reduced(prompt: dict) -> dict:
     models. Steps, schedules, seeds and every other value stay as the workflow has them."""
     prompt = json.loads(json.dumps(prompt))
     for node in prompt.values():
-        if node["class_type"] == "LuminaVideoEmptyLatentVideo":
+        if node["class_type"] == "LuminaVideoMSEmptyLatentVideo":
             inputs = node["inputs"]
             inputs.update(resolution=CUSTOM_RESOLUTION, width=min(inputs["width"], 64),
                           height=min(inputs["height"], 64), frames=min(inputs["frames"], 16))
@@ -310,7 +310,7 @@ def test_reduced_prompt_runs_to_frames_and_a_video(server, runs, path):
     entry = runs[path.name]
     assert_success(entry)
     workflow = load(path)
-    (latent,) = nodes_of(workflow, "LuminaVideoEmptyLatentVideo")
+    (latent,) = nodes_of(workflow, "LuminaVideoMSEmptyLatentVideo")
     frames = min(latent["widgets_values"][3], 16)
     side = min(latent["widgets_values"][1], 64)
     outputs = {node["type"]: entry["outputs"].get(str(node["id"]), {}) for node in workflow["nodes"]}
