@@ -54,9 +54,9 @@ from lumina_video_pack.lumina_core.sizes import latent_shape  # noqa: E402
 from lumina_video_pack.lumina_core.step_cache import StepCache  # noqa: E402
 from lumina_video_pack.lumina_core.text import encode_prompts  # noqa: E402
 from lumina_video_pack.lumina_core.vae import SCALING_FACTOR, decode  # noqa: E402
-from lumina_video_pack.nodes.guidance import LuminaVideoGuider, LuminaVideoSigmas  # noqa: E402
+from lumina_video_pack.nodes.guidance import LuminaVideoMSGuider, LuminaVideoMSSigmas  # noqa: E402
 from lumina_video_pack.nodes.native import native_model  # noqa: E402
-from lumina_video_pack.nodes.step_cache import LuminaVideoStepCache  # noqa: E402
+from lumina_video_pack.nodes.step_cache import LuminaVideoMSStepCache  # noqa: E402
 from lumina_video_pack.nodes.text import conditioning  # noqa: E402
 
 THRESHOLDS = (0.1, 0.2, 0.5, 1.0)
@@ -163,11 +163,11 @@ class Case:
         meter = Meter(patcher.model.diffusion_model)
         meter.handles.append(patcher.model.diffusion_model.register_forward_pre_hook(
             lambda module, args: meter.close_step() if meter.current or meter.steps else None))
-        guider = run(LuminaVideoGuider, patcher, self.positive, self.negative, self.config)[0]
+        guider = run(LuminaVideoMSGuider, patcher, self.positive, self.negative, self.config)[0]
         latent = {"samples": torch.zeros_like(self.noise)}
         start = time.perf_counter()
         out = run(SamplerCustomAdvanced, run(RandomNoise, SEED)[0], guider, run(KSamplerSelect, "euler")[0],
-                  run(LuminaVideoSigmas, self.config)[0], latent)[0]["samples"] * SCALING_FACTOR
+                  run(LuminaVideoMSSigmas, self.config)[0], latent)[0]["samples"] * SCALING_FACTOR
         seconds = time.perf_counter() - start
         meter.close_step()
         self.add(label, out, seconds, meter)
@@ -197,7 +197,7 @@ def run_case(case: Case, cache_dit):
     case.core("uncached (core SamplerCustomAdvanced)", case.patcher)
     for threshold in THRESHOLDS:
         case.lumina_core(f"Step Cache {threshold} (lumina_core)", StepCache(threshold))
-    cached = run(LuminaVideoStepCache, case.patcher, NODE_THRESHOLD, 0.0, 1.0)[0]
+    cached = run(LuminaVideoMSStepCache, case.patcher, NODE_THRESHOLD, 0.0, 1.0)[0]
     case.core(f"Step Cache node {NODE_THRESHOLD} (core sampler)", cached)
     case.core("core EasyCache 0.2 / 0.15 / 0.95, as is", run(EasyCacheNode, case.patcher, 0.2, 0.15, 0.95, False)[0])
     copied = case.patcher.clone()

@@ -14,16 +14,16 @@ import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
 const EXTENSION = "LuminaVideo.ScheduleTimeline";
-const BUDGET_NODE = "LuminaVideoScheduleForTimeBudget";
+const BUDGET_NODE = "LuminaVideoMSScheduleForTimeBudget";
 const TIMELINE_NODES = new Set([
-  "LuminaVideoSchedulePreset",
-  "LuminaVideoScheduleJSON",
-  "LuminaVideoScheduleStage",
+  "LuminaVideoMSSchedulePreset",
+  "LuminaVideoMSScheduleJSON",
+  "LuminaVideoMSScheduleStage",
   BUDGET_NODE,
-  "LuminaVideoSampler",
-  "LuminaVideoStageSampler",
+  "LuminaVideoMSSampler",
+  "LuminaVideoMSStageSampler",
 ]);
-const SCHEDULE_SOURCES = new Set(["LuminaVideoSchedulePreset", "LuminaVideoScheduleJSON", "LuminaVideoScheduleStage",
+const SCHEDULE_SOURCES = new Set(["LuminaVideoMSSchedulePreset", "LuminaVideoMSScheduleJSON", "LuminaVideoMSScheduleStage",
   BUDGET_NODE]);
 const DRAFT_EVENT = "lumina_video.draft"; // nodes/sampler.py DRAFT_EVENT
 const DRAFT_WIDGET = "lumina_draft";
@@ -50,11 +50,11 @@ export function planRequest(node, seen = new Set()) {
   if (!node || seen.has(node.id)) return null;
   seen.add(node.id);
   switch (node.comfyClass ?? node.type) {
-    case "LuminaVideoSchedulePreset":
+    case "LuminaVideoMSSchedulePreset":
       return { preset: widgetValue(node, "preset"), steps: widgetValue(node, "steps") || null };
-    case "LuminaVideoScheduleJSON":
+    case "LuminaVideoMSScheduleJSON":
       return { official: widgetValue(node, "config") };
-    case "LuminaVideoScheduleStage": {
+    case "LuminaVideoMSScheduleStage": {
       const previous = upstreamNode(node, "previous");
       const before = previous ? planRequest(previous, seen) : null;
       if (previous && !before?.stages) return before;
@@ -73,13 +73,13 @@ export function planRequest(node, seen = new Set()) {
       const { cost, ...baseSchedule } = base;
       return withCost({ budget: { seconds: widgetValue(node, "seconds"), base: baseSchedule } }, costContext(node) ?? cost);
     }
-    case "LuminaVideoStageSampler":
+    case "LuminaVideoMSStageSampler":
       return withCost({
         stages: [{ patch: widgetValue(node, "patch"), t_start: widgetValue(node, "t_start"), t_end: widgetValue(node, "t_end") }],
         steps: widgetValue(node, "steps"),
         shift: widgetValue(node, "shift"),
       }, costContext(node));
-    case "LuminaVideoSampler": {
+    case "LuminaVideoMSSampler": {
       const source = upstreamNode(node, "schedule");
       const request = source && SCHEDULE_SOURCES.has(source.comfyClass ?? source.type) ? planRequest(source, seen) : null;
       return request && !request.cost ? withCost(request, costContext(node)) : request;
@@ -98,7 +98,7 @@ function withCost(request, cost) {
 function costContext(node) {
   const model = modelName(node);
   const latent = upstreamNode(node, "latent");
-  if (!model || (latent?.comfyClass ?? latent?.type) !== "LuminaVideoEmptyLatentVideo") return null;
+  if (!model || (latent?.comfyClass ?? latent?.type) !== "LuminaVideoMSEmptyLatentVideo") return null;
   return { model_name: model, latent: { ...latentSizeRequest(latent), batch_size: widgetValue(latent, "batch_size") } };
 }
 
@@ -108,7 +108,7 @@ const MAX_MODEL_HOPS = 32;
 function modelName(node) {
   let current = upstreamNode(node, "model");
   for (let hops = 0; current && hops < MAX_MODEL_HOPS; hops++) {
-    if ((current.comfyClass ?? current.type) === "LuminaVideoModelLoader") return widgetValue(current, "model_name");
+    if ((current.comfyClass ?? current.type) === "LuminaVideoMSModelLoader") return widgetValue(current, "model_name");
     current = upstreamNode(current, "model");
   }
   return null;
@@ -146,7 +146,7 @@ const LOOKUPS = {
 function lookupsOf(node) {
   const type = node.comfyClass ?? node.type;
   if (TIMELINE_NODES.has(type)) return ["plan", "patches"];
-  return type === "LuminaVideoEmptyLatentVideo" ? ["size"] : [];
+  return type === "LuminaVideoMSEmptyLatentVideo" ? ["size"] : [];
 }
 
 // node.__lumina[kind] is {key, answer, failed, asking, ticket}: the latest request (as JSON), the server's
@@ -377,11 +377,11 @@ function after(prototype, method, extra) {
 }
 
 const DISPLAY_WIDGETS = {
-  LuminaVideoEmptyLatentVideo: { name: "lumina_latent_size", height: 40, draw: drawLatentSize },
+  LuminaVideoMSEmptyLatentVideo: { name: "lumina_latent_size", height: 40, draw: drawLatentSize },
   ...Object.fromEntries([...TIMELINE_NODES].map((type) => [type, { name: "lumina_timeline", height: HEIGHT, draw: drawTimeline }])),
 };
 // Nodes whose widgets or links change what the pack's widgets show (the loader: the sampler's patch pairs).
-const WATCHED = new Set([...Object.keys(DISPLAY_WIDGETS), "LuminaVideoModelLoader"]);
+const WATCHED = new Set([...Object.keys(DISPLAY_WIDGETS), "LuminaVideoMSModelLoader"]);
 
 app.registerExtension({
   name: EXTENSION,

@@ -6,48 +6,48 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
-from .budget import LuminaVideoScheduleForTimeBudget
-from .guidance import LuminaVideoGuider, LuminaVideoModelSchedule, LuminaVideoSigmas
+from .budget import LuminaVideoMSScheduleForTimeBudget
+from .guidance import LuminaVideoMSGuider, LuminaVideoMSModelSchedule, LuminaVideoMSSigmas
 from .loaders import (
-    LuminaVideoModelLoader,
-    LuminaVideoTextEncoderLoader,
-    LuminaVideoVAELoader,
+    LuminaVideoMSModelLoader,
+    LuminaVideoMSTextEncoderLoader,
+    LuminaVideoMSVAELoader,
 )
-from .motion import LuminaVideoMotionConditioning, LuminaVideoMotionScore, LuminaVideoMotionScoreFromVideo
-from .ray_sampler import LuminaVideoRaySampler
-from .sampler import LuminaVideoSampler, LuminaVideoStageSampler
+from .motion import LuminaVideoMSMotionConditioning, LuminaVideoMSMotionScore, LuminaVideoMSMotionScoreFromVideo
+from .ray_sampler import LuminaVideoMSRaySampler
+from .sampler import LuminaVideoMSSampler, LuminaVideoMSStageSampler
 from .schedule import (
-    LuminaVideoScheduleJSON,
-    LuminaVideoSchedulePreset,
-    LuminaVideoScheduleStage,
+    LuminaVideoMSScheduleJSON,
+    LuminaVideoMSSchedulePreset,
+    LuminaVideoMSScheduleStage,
 )
-from .step_cache import LuminaVideoStepCache
-from .text import LuminaVideoTextEncode, LuminaVideoTextEncodeCLIP
-from .video import LuminaVideoEmptyLatentVideo, LuminaVideoVAEDecode, LuminaVideoVAEEncode
+from .step_cache import LuminaVideoMSStepCache
+from .text import LuminaVideoMSTextEncode, LuminaVideoMSTextEncodeCLIP
+from .video import LuminaVideoMSEmptyLatentVideo, LuminaVideoMSVAEDecode, LuminaVideoMSVAEEncode
 
 NODES: list[type[io.ComfyNode]] = [
-    LuminaVideoModelLoader,
-    LuminaVideoTextEncoderLoader,
-    LuminaVideoVAELoader,
-    LuminaVideoTextEncode,
-    LuminaVideoTextEncodeCLIP,
-    LuminaVideoMotionScore,
-    LuminaVideoMotionScoreFromVideo,
-    LuminaVideoMotionConditioning,
-    LuminaVideoSchedulePreset,
-    LuminaVideoScheduleJSON,
-    LuminaVideoScheduleStage,
-    LuminaVideoScheduleForTimeBudget,
-    LuminaVideoEmptyLatentVideo,
-    LuminaVideoSampler,
-    LuminaVideoStageSampler,
-    LuminaVideoRaySampler,
-    LuminaVideoModelSchedule,
-    LuminaVideoSigmas,
-    LuminaVideoGuider,
-    LuminaVideoStepCache,
-    LuminaVideoVAEDecode,
-    LuminaVideoVAEEncode,
+    LuminaVideoMSModelLoader,
+    LuminaVideoMSTextEncoderLoader,
+    LuminaVideoMSVAELoader,
+    LuminaVideoMSTextEncode,
+    LuminaVideoMSTextEncodeCLIP,
+    LuminaVideoMSMotionScore,
+    LuminaVideoMSMotionScoreFromVideo,
+    LuminaVideoMSMotionConditioning,
+    LuminaVideoMSSchedulePreset,
+    LuminaVideoMSScheduleJSON,
+    LuminaVideoMSScheduleStage,
+    LuminaVideoMSScheduleForTimeBudget,
+    LuminaVideoMSEmptyLatentVideo,
+    LuminaVideoMSSampler,
+    LuminaVideoMSStageSampler,
+    LuminaVideoMSRaySampler,
+    LuminaVideoMSModelSchedule,
+    LuminaVideoMSSigmas,
+    LuminaVideoMSGuider,
+    LuminaVideoMSStepCache,
+    LuminaVideoMSVAEDecode,
+    LuminaVideoMSVAEEncode,
 ]
 
 

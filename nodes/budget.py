@@ -27,11 +27,11 @@ def caption_tokens(positive) -> int:
     return int(positive[0][0].shape[1])
 
 
-class LuminaVideoScheduleForTimeBudget(io.ComfyNode):
+class LuminaVideoMSScheduleForTimeBudget(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="LuminaVideoScheduleForTimeBudget",
+            node_id="LuminaVideoMSScheduleForTimeBudget",
             display_name="Lumina-Video Schedule for Time Budget",
             category="Lumina-Video/schedule",
             description="Fits a schedule into a time budget on this machine: the same stages, order and switch points "

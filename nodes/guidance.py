@@ -48,11 +48,11 @@ class ScheduleGuider(comfy.samplers.CFGGuider):
         return x + guide(denoised[0] - x, denoised[1] - x if cfg > 0 else None, cfg, renorm)
 
 
-class LuminaVideoModelSchedule(io.ComfyNode):
+class LuminaVideoMSModelSchedule(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="LuminaVideoModelSchedule",
+            node_id="LuminaVideoMSModelSchedule",
             display_name="Lumina-Video Model Schedule",
             category="Lumina-Video/sampling",
             description="Attaches a schedule to the MODEL for ComfyUI's own samplers (KSampler, SamplerCustom...): "
@@ -71,11 +71,11 @@ class LuminaVideoModelSchedule(io.ComfyNode):
         return io.NodeOutput(with_schedule(model, schedule))
 
 
-class LuminaVideoSigmas(io.ComfyNode):
+class LuminaVideoMSSigmas(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="LuminaVideoSigmas",
+            node_id="LuminaVideoMSSigmas",
             display_name="Lumina-Video Sigmas",
             category="Lumina-Video/sampling",
             description="The schedule's exact official time grid as SIGMAS (sigma = 1 - t, shifted, float32), for "
@@ -89,11 +89,11 @@ class LuminaVideoSigmas(io.ComfyNode):
         return io.NodeOutput(schedule_sigmas(schedule))
 
 
-class LuminaVideoGuider(io.ComfyNode):
+class LuminaVideoMSGuider(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="LuminaVideoGuider",
+            node_id="LuminaVideoMSGuider",
             display_name="Lumina-Video Guider",
             category="Lumina-Video/sampling",
             description="A GUIDER for SamplerCustomAdvanced with the official guidance: the schedule's time-aware cfg "

@@ -54,7 +54,7 @@ def default_schedule(model) -> SampleConfig:
     return replace(DEFAULT_SCHEDULE, stages=(Stage(patch_size, f_patch_size),), name="")
 
 
-class LuminaVideoModelLoader(io.ComfyNode):
+class LuminaVideoMSModelLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -97,7 +97,7 @@ class LuminaVideoModelLoader(io.ComfyNode):
         return io.NodeOutput(native_model(model, schedule, weight_dtype, latent_space))
 
 
-class LuminaVideoTextEncoderLoader(io.ComfyNode):
+class LuminaVideoMSTextEncoderLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -151,7 +151,7 @@ class LuminaVideoTextEncoderLoader(io.ComfyNode):
                                                         tokenizer_object))
 
 
-class LuminaVideoVAELoader(io.ComfyNode):
+class LuminaVideoMSVAELoader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(

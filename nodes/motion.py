@@ -11,11 +11,11 @@ MOTION_TOOLTIP = ("Motion score: mean optical-flow magnitude the video should ha
                   "= no motion condition. Official values: 6 for the positive branch, 2 for the negative one.")
 
 
-class LuminaVideoMotionScore(io.ComfyNode):
+class LuminaVideoMSMotionScore(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="LuminaVideoMotionScore",
+            node_id="LuminaVideoMSMotionScore",
             display_name="Lumina-Video Motion Score",
             category="Lumina-Video/motion",
             description="A motion score to connect to a schedule's or stage's motion input.",
@@ -28,11 +28,11 @@ class LuminaVideoMotionScore(io.ComfyNode):
         return io.NodeOutput(float(value))
 
 
-class LuminaVideoMotionScoreFromVideo(io.ComfyNode):
+class LuminaVideoMSMotionScoreFromVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="LuminaVideoMotionScoreFromVideo",
+            node_id="LuminaVideoMSMotionScoreFromVideo",
             display_name="Lumina-Video Motion Score From Video",
             category="Lumina-Video/motion",
             description="Measures a clip's motion score by the official recipe (frames 0.5 s apart up to 4 s, resized "
@@ -50,11 +50,11 @@ class LuminaVideoMotionScoreFromVideo(io.ComfyNode):
         return io.NodeOutput(motion_score(images, fps=fps))  # only the sampled frames are copied and converted
 
 
-class LuminaVideoMotionConditioning(io.ComfyNode):
+class LuminaVideoMSMotionConditioning(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="LuminaVideoMotionConditioning",
+            node_id="LuminaVideoMSMotionConditioning",
             display_name="Lumina-Video Motion Conditioning",
             category="Lumina-Video/motion",
             description="Gives a conditioning its own motion score, which wins over the schedule's: for core samplers "

@@ -89,11 +89,11 @@ def run_on_ranks(model_patcher, positive: list, negative: list, noise: torch.Ten
     return stage_output(out, config)
 
 
-class LuminaVideoRaySampler(io.ComfyNode):
+class LuminaVideoMSRaySampler(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="LuminaVideoRaySampler",
+            node_id="LuminaVideoMSRaySampler",
             display_name="Lumina-Video Sampler (Ray, several GPUs)",
             category="Lumina-Video/sampling",
             description="The Lumina-Video Sampler split across several processes (Ray actors, one GPU each): CFG "

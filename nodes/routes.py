@@ -64,7 +64,7 @@ from ..lumina_core.sizes import latent_shape, resolution_size
 from ..lumina_core.vae import LATENT_CHANNELS, SPATIAL_COMPRESSION
 from .model_files import DEMO, resolve
 from .schedule import preset_config
-from .video import LuminaVideoEmptyLatentVideo
+from .video import LuminaVideoMSEmptyLatentVideo
 
 PLAN_ROUTE = "/lumina_video/plan"
 MODEL_PATCHES_ROUTE = "/lumina_video/model_patches"
@@ -212,7 +212,7 @@ def latent_size(request: Any) -> dict:
     width, height = (number_field(request, key, what, SPATIAL_COMPRESSION, MAX_SIDE, whole=True)
                      for key in ("width", "height"))
     frames = number_field(request, "frames", what, 1, MAX_FRAMES, whole=True)
-    verdict = LuminaVideoEmptyLatentVideo.validate_inputs(resolution, width, height, frames)
+    verdict = LuminaVideoMSEmptyLatentVideo.validate_inputs(resolution, width, height, frames)
     if verdict is not True:
         raise ValueError(verdict)
     width, height = resolution_size(resolution, width, height)

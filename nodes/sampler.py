@@ -187,7 +187,7 @@ def stage_output(out: torch.Tensor, config: SampleConfig) -> dict:
     return {"samples": out / SCALING_FACTOR, STAGE_END: end}
 
 
-class LuminaVideoSampler(io.ComfyNode):
+class LuminaVideoMSSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -219,11 +219,11 @@ class LuminaVideoSampler(io.ComfyNode):
         return io.NodeOutput(run(model, positive, negative, noise, schedule, draft_vae))
 
 
-class LuminaVideoStageSampler(io.ComfyNode):
+class LuminaVideoMSStageSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="LuminaVideoStageSampler",
+            node_id="LuminaVideoMSStageSampler",
             display_name="Lumina-Video Stage Sampler",
             category="Lumina-Video/sampling",
             description="Runs one stage (one patch size over [t_start, t_end)). t_start = 0 starts from seeded noise; "

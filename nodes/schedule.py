@@ -80,11 +80,11 @@ def preset_config(preset: str, steps: int = 0) -> SampleConfig:
 
 
 # -- nodes ---------------------------------------------------------------------------------------
-class LuminaVideoSchedulePreset(io.ComfyNode):
+class LuminaVideoMSSchedulePreset(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="LuminaVideoSchedulePreset",
+            node_id="LuminaVideoMSSchedulePreset",
             display_name="Lumina-Video Schedule Preset",
             category="Lumina-Video/schedule",
             description="An official sampling schedule under its official name (-MultiScale or single-scale), or the "
@@ -112,7 +112,7 @@ class LuminaVideoSchedulePreset(io.ComfyNode):
         return io.NodeOutput(config)
 
 
-class LuminaVideoScheduleJSON(io.ComfyNode):
+class LuminaVideoMSScheduleJSON(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -135,11 +135,11 @@ class LuminaVideoScheduleJSON(io.ComfyNode):
         return io.NodeOutput(SampleConfig.from_official(config, name="json"))
 
 
-class LuminaVideoScheduleStage(io.ComfyNode):
+class LuminaVideoMSScheduleStage(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="LuminaVideoScheduleStage",
+            node_id="LuminaVideoMSScheduleStage",
             display_name="Lumina-Video Schedule Stage",
             category="Lumina-Video/schedule",
             description="Adds one patch stage to a schedule: from where 'previous' ends (or t = 0) up to t_end, with "

@@ -83,7 +83,7 @@ def with_step_cache(model_patcher, threshold: float, start: float, end: float):
     return patched
 
 
-class LuminaVideoStepCache(io.ComfyNode):
+class LuminaVideoMSStepCache(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(

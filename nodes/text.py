@@ -31,7 +31,7 @@ def prompt_inputs() -> list:
     ]
 
 
-class LuminaVideoTextEncode(io.ComfyNode):
+class LuminaVideoMSTextEncode(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -67,11 +67,11 @@ def conditioning(feats, mask) -> list:
     return [[feats, {"attention_mask": mask}]]
 
 
-class LuminaVideoTextEncodeCLIP(io.ComfyNode):
+class LuminaVideoMSTextEncodeCLIP(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="LuminaVideoTextEncodeCLIP",
+            node_id="LuminaVideoMSTextEncodeCLIP",
             display_name="Lumina-Video Text Encode (ComfyUI CLIP)",
             category="Lumina-Video/conditioning",
             description="Encodes the prompt and the negative prompt with ComfyUI's own Gemma-2-2B (Load CLIP, type "

@@ -27,7 +27,7 @@ def tiling(choice: str) -> bool | None:
     return TILED[choice]
 
 
-class LuminaVideoEmptyLatentVideo(io.ComfyNode):
+class LuminaVideoMSEmptyLatentVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -76,7 +76,7 @@ class LuminaVideoEmptyLatentVideo(io.ComfyNode):
         return io.NodeOutput({"samples": torch.zeros(shape, device=comfy.model_management.intermediate_device())})
 
 
-class LuminaVideoVAEDecode(io.ComfyNode):
+class LuminaVideoMSVAEDecode(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -110,11 +110,11 @@ class LuminaVideoVAEDecode(io.ComfyNode):
         return io.NodeOutput(images, video)
 
 
-class LuminaVideoVAEEncode(io.ComfyNode):
+class LuminaVideoMSVAEEncode(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="LuminaVideoVAEEncode",
+            node_id="LuminaVideoMSVAEEncode",
             display_name="Lumina-Video VAE Encode",
             category="Lumina-Video/latent",
             description="Encodes frames with the CogVideoX VAE (posterior mode, as the official code) to a LATENT: "

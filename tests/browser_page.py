@@ -28,9 +28,9 @@ EXTENSION = "LuminaVideo.ScheduleTimeline"
 TIMELINE = "lumina_timeline"
 WIDGET_ROW = 20  # LiteGraph.NODE_WIDGET_HEIGHT: the height of a combo or number widget's row
 FOLDER_MARKERS = {  # loader node -> files that mark a model folder, for the placeholder files
-    "LuminaVideoModelLoader": ("consolidated.00-of-01.safetensors",),
-    "LuminaVideoTextEncoderLoader": ("config.json", "tokenizer.json"),
-    "LuminaVideoVAELoader": ("config.json",),
+    "LuminaVideoMSModelLoader": ("consolidated.00-of-01.safetensors",),
+    "LuminaVideoMSTextEncoderLoader": ("config.json", "tokenizer.json"),
+    "LuminaVideoMSVAELoader": ("config.json",),
 }
 SETTINGS = {  # server-side user settings written before the page opens
     "Comfy.TutorialCompleted": True,  # no templates dialog on the first visit
@@ -79,7 +79,7 @@ def place_referenced_files(base: Path, workflows: list[Path]) -> None:
             markers = FOLDER_MARKERS.get(node_type, ())  # core LoRA loaders pick single files
             target = base / "models" / FILE_FOLDERS[node_type] / name
             single = name.lower().endswith((".safetensors", ".pth", ".pt", ".bin"))
-            if node_type == "LuminaVideoModelLoader":
+            if node_type == "LuminaVideoMSModelLoader":
                 write_transformer(target if single else target / markers[0])
             elif single:
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -200,13 +200,13 @@ def demo_graph(steps: int = 4, size: int = 32, frames: int = 8, schedule: dict |
     """The demo pipeline as a user wires it: built-in loaders -> text encode -> empty latent -> sampler (with a
     Schedule Preset, or the given schedule nodes above it) -> VAE decode -> Save Video + Save Image."""
     nodes = {
-        "model": node("LuminaVideoModelLoader", (20, 40), 300, model_name=DEMO),
-        "text_encoder": node("LuminaVideoTextEncoderLoader", (20, 200), 300, text_encoder_name=DEMO),
-        "vae": node("LuminaVideoVAELoader", (20, 390), 300, vae_name=DEMO),
-        "encode": node("LuminaVideoTextEncode", (360, 170), 320, prompt="a red circle moving left"),
-        "latent": node("LuminaVideoEmptyLatentVideo", (360, 440), 320, width=size, height=size, frames=frames),
-        "sampler": node("LuminaVideoSampler", (740, 250), 320, seed=1, control_after_generate="fixed"),
-        "decode": node("LuminaVideoVAEDecode", (1100, 40), 280, fps=8.0),
+        "model": node("LuminaVideoMSModelLoader", (20, 40), 300, model_name=DEMO),
+        "text_encoder": node("LuminaVideoMSTextEncoderLoader", (20, 200), 300, text_encoder_name=DEMO),
+        "vae": node("LuminaVideoMSVAELoader", (20, 390), 300, vae_name=DEMO),
+        "encode": node("LuminaVideoMSTextEncode", (360, 170), 320, prompt="a red circle moving left"),
+        "latent": node("LuminaVideoMSEmptyLatentVideo", (360, 440), 320, width=size, height=size, frames=frames),
+        "sampler": node("LuminaVideoMSSampler", (740, 250), 320, seed=1, control_after_generate="fixed"),
+        "decode": node("LuminaVideoMSVAEDecode", (1100, 40), 280, fps=8.0),
         "save_image": node("SaveImage", (1100, 250), 280, filename_prefix="lumina/frame"),
         "save_video": node("SaveVideo", (1420, 40), 320, filename_prefix="lumina/video"),
     }
@@ -216,7 +216,7 @@ def demo_graph(steps: int = 4, size: int = 32, frames: int = 8, schedule: dict |
              ("sampler", "latent", "decode", "latent"), ("decode", "video", "save_video", "video"),
              ("decode", "images", "save_image", "images")]
     if schedule is None:
-        schedule = {"schedule": node("LuminaVideoSchedulePreset", (740, 40), 320, preset="demo", steps=steps)}
+        schedule = {"schedule": node("LuminaVideoMSSchedulePreset", (740, 40), 320, preset="demo", steps=steps)}
         schedule_links = [("schedule", "schedule", "sampler", "schedule")]
     nodes.update(schedule)
     return {"nodes": nodes, "links": links + list(schedule_links or [])}
@@ -229,7 +229,7 @@ def stage_chain(stages: list[tuple[str, float]], steps: int, shift: float, x: fl
     nodes, links = {}, []
     for index, (patch, t_end) in enumerate(stages):
         grid = {"steps": steps, "shift": shift} if index == 0 else {}
-        nodes[f"stage{index}"] = node("LuminaVideoScheduleStage", (x + index * gap, y), 320, patch=patch,
+        nodes[f"stage{index}"] = node("LuminaVideoMSScheduleStage", (x + index * gap, y), 320, patch=patch,
                                       t_end=t_end, **grid)
         if index:
             links.append((f"stage{index - 1}", "schedule", f"stage{index}", "previous"))
@@ -245,10 +245,10 @@ def schedule_graph() -> dict:
     for stage in chain.values():  # later stages ignore their grid; show the chain's own to avoid confusion
         stage["widgets"].update(steps=70, shift=24.0)
     nodes = {
-        "preset": node("LuminaVideoSchedulePreset", (0, 0), 320, preset="f24F96R960-MultiScale", steps=0),
-        "sampler": node("LuminaVideoSampler", (350, 0), 320, seed=42, control_after_generate="fixed"),
+        "preset": node("LuminaVideoMSSchedulePreset", (0, 0), 320, preset="f24F96R960-MultiScale", steps=0),
+        "sampler": node("LuminaVideoMSSampler", (350, 0), 320, seed=42, control_after_generate="fixed"),
         **chain,
-        "chain_sampler": node("LuminaVideoSampler", (1050, 300), 320, seed=42, control_after_generate="fixed"),
+        "chain_sampler": node("LuminaVideoMSSampler", (1050, 300), 320, seed=42, control_after_generate="fixed"),
     }
     links = [("preset", "schedule", "sampler", "schedule"),
              *[(a, o, "chain_sampler" if b == "sampler" else b, i) for a, o, b, i in links]]

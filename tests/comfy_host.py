@@ -192,8 +192,8 @@ def to_api(workflow: dict, object_info: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- files a workflow picks
-LOADER_FOLDERS = {"LuminaVideoModelLoader": "diffusion_models", "LuminaVideoTextEncoderLoader": "text_encoders",
-                  "LuminaVideoVAELoader": "vae"}
+LOADER_FOLDERS = {"LuminaVideoMSModelLoader": "diffusion_models", "LuminaVideoMSTextEncoderLoader": "text_encoders",
+                  "LuminaVideoMSVAELoader": "vae"}
 LORA_LOADERS = {"LoraLoaderModelOnly": "loras"}  # core loaders of files a workflow may reference
 FILE_FOLDERS = {**LOADER_FOLDERS, **LORA_LOADERS}
 INPUT_NODES = ("LoadVideo", "LoadImage")  # nodes that pick a file from the input folder

@@ -42,15 +42,15 @@ def run(node, *args, **kwargs):
 
 def demo_model():
     """The built-in demo transformer as a MODEL (Lumina-Video Model Loader)."""
-    from lumina_video_pack.nodes.loaders import LuminaVideoModelLoader
+    from lumina_video_pack.nodes.loaders import LuminaVideoMSModelLoader
     from lumina_video_pack.nodes.model_files import DEMO
-    return run(LuminaVideoModelLoader, DEMO, "default")[0]
+    return run(LuminaVideoMSModelLoader, DEMO, "default")[0]
 
 
 def demo_captions(prompt: str, negative: str):
     """(positive, negative) CONDITIONING from the built-in demo text encoder (Lumina-Video Text Encode)."""
-    from lumina_video_pack.nodes.loaders import SAME_FOLDER, LuminaVideoTextEncoderLoader
+    from lumina_video_pack.nodes.loaders import SAME_FOLDER, LuminaVideoMSTextEncoderLoader
     from lumina_video_pack.nodes.model_files import DEMO
-    from lumina_video_pack.nodes.text import LuminaVideoTextEncode
-    encoder = run(LuminaVideoTextEncoderLoader, DEMO, SAME_FOLDER, "default")[0]
-    return run(LuminaVideoTextEncode, encoder, prompt, negative)
+    from lumina_video_pack.nodes.text import LuminaVideoMSTextEncode
+    encoder = run(LuminaVideoMSTextEncoderLoader, DEMO, SAME_FOLDER, "default")[0]
+    return run(LuminaVideoMSTextEncode, encoder, prompt, negative)

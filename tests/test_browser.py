@@ -173,8 +173,8 @@ def test_page_loads_the_pack_extension_and_its_timeline_widget(page):
     assert EXTENSION in page.evaluate("() => window.app.extensions.map((e) => e.name)")
     scripts = [url for url in page.pack_responses if url.endswith("/extensions/comfyui-lumina-video/lumina_video.js")]
     assert scripts and all(page.pack_responses[url] == 200 for url in scripts), page.pack_responses
-    widgets = page.evaluate("""() => Object.fromEntries(["LuminaVideoSchedulePreset", "LuminaVideoScheduleJSON",
-        "LuminaVideoScheduleStage", "LuminaVideoSampler", "LuminaVideoStageSampler", "LuminaVideoModelLoader"]
+    widgets = page.evaluate("""() => Object.fromEntries(["LuminaVideoMSSchedulePreset", "LuminaVideoMSScheduleJSON",
+        "LuminaVideoMSScheduleStage", "LuminaVideoMSSampler", "LuminaVideoMSStageSampler", "LuminaVideoMSModelLoader"]
         .map((type) => {
           const node = LiteGraph.createNode(type);
           window.app.graph.add(node);
@@ -184,9 +184,9 @@ def test_page_loads_the_pack_extension_and_its_timeline_widget(page):
                          others: node.widgets.filter((w) => w.name !== "lumina_timeline").length}];
         }))""")
     for type_, widget in widgets.items():
-        assert widget["timelines"] == (0 if type_ == "LuminaVideoModelLoader" else 1), (type_, widget)
+        assert widget["timelines"] == (0 if type_ == "LuminaVideoMSModelLoader" else 1), (type_, widget)
         assert widget["values"] == widget["others"], (type_, widget)  # the timeline is never saved
-    assert widgets["LuminaVideoSchedulePreset"]["serialize"] is False
+    assert widgets["LuminaVideoMSSchedulePreset"]["serialize"] is False
     page.settle(10)
     assert_no_pack_problems(page)
 
@@ -269,7 +269,7 @@ def test_timeline_follows_a_stage_chain_into_the_sampler(page, server):
 
 
 def test_a_schedule_the_model_cannot_run_fails_on_the_sampler_before_any_step(page):
-    stage = {"stage": node("LuminaVideoScheduleStage", (740, -330), 320, patch="1x4", t_end=1.0, steps=4, shift=3.0)}
+    stage = {"stage": node("LuminaVideoMSScheduleStage", (740, -330), 320, patch="1x4", t_end=1.0, steps=4, shift=3.0)}
     ids = page.build(demo_graph(schedule=stage, schedule_links=[("stage", "schedule", "sampler", "schedule")]))
     page.fit_view()
     # the page already says so: the sampler's timeline shows the model's complaint instead of stage bars
@@ -279,7 +279,7 @@ def test_a_schedule_the_model_cannot_run_fails_on_the_sampler_before_any_step(pa
     assert error_stroke_pixels(page, ids["sampler"]) == 0
     run_from_page(page)
     error = page.wait_event("execution_error")["detail"]
-    assert error["node_id"] == str(ids["sampler"]) and error["node_type"] == "LuminaVideoSampler"
+    assert error["node_id"] == str(ids["sampler"]) and error["node_type"] == "LuminaVideoMSSampler"
     assert "patch pair 1x4" in error["exception_message"] and "1x1, 1x2, 2x2" in error["exception_message"]
     assert not [e for e in page.events("progress") if e["detail"]["node"] == str(ids["sampler"])]
     assert page.evaluate("() => window.app.lastExecutionError?.node_id") == str(ids["sampler"])
@@ -407,7 +407,7 @@ def test_demo_workflow_runs_from_the_page_with_progress_and_outputs(page):
     page.fit_view()
     run_from_page(page)
     page.wait_event("execution_success", timeout=120)
-    samplers = node_ids(page, "LuminaVideoSampler") + node_ids(page, "LuminaVideoStageSampler")
+    samplers = node_ids(page, "LuminaVideoMSSampler") + node_ids(page, "LuminaVideoMSStageSampler")
     progress = [e["detail"] for e in page.events("progress") if int(e["detail"]["node"]) in samplers]
     assert progress and progress[-1]["value"] == progress[-1]["max"], progress
     outputs = page.evaluate("() => window.app.nodeOutputs")
@@ -491,7 +491,7 @@ def test_the_sampler_shows_a_draft_of_the_clip_while_the_fine_stages_run(page):
 
 def test_a_time_budget_node_shows_predicted_seconds_once_its_run_calibrated(page, server):
     graph = demo_graph(steps=12, size=32, frames=8)
-    graph["nodes"]["budget"] = node("LuminaVideoScheduleForTimeBudget", (740, -330), 320, seconds=1000.0)
+    graph["nodes"]["budget"] = node("LuminaVideoMSScheduleForTimeBudget", (740, -330), 320, seconds=1000.0)
     graph["links"] = [link for link in graph["links"] if link[2:] != ("sampler", "schedule")] + [
         ("schedule", "schedule", "budget", "schedule"), ("model", "model", "budget", "model"),
         ("latent", "latent", "budget", "latent"), ("encode", "positive", "budget", "positive"),
@@ -571,7 +571,7 @@ def test_cli_video_dropped_on_the_canvas_restores_its_graph_and_reproduces_it(pa
     assert {key: {k: v for k, v in node.items() if k != "_meta"} for key, node in restored.items()} == prompt
 
     # A lossless look at the decoded frames: a Save Image node wired to the decoder's images in the page.
-    decode = next(int(key) for key, node in prompt.items() if node["class_type"] == "LuminaVideoVAEDecode")
+    decode = next(int(key) for key, node in prompt.items() if node["class_type"] == "LuminaVideoMSVAEDecode")
     save_image = page.evaluate("""(decode) => {
       const node = LiteGraph.createNode("SaveImage");
       node.pos = [1120, 700];

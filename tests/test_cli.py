@@ -110,18 +110,18 @@ def test_generated_files_carry_the_equivalent_comfyui_graph(tmp_path):
         assert sheet.info["workflow"] == tags["workflow"] and sheet.info["prompt"] == tags["prompt"]
     prompt = json.loads(tags["prompt"])
     by_type = {node["class_type"]: node["inputs"] for node in prompt.values()}
-    assert by_type["LuminaVideoTextEncode"] == {"prompt": "a blue square moving up", "negative_prompt": "blurry",
+    assert by_type["LuminaVideoMSTextEncode"] == {"prompt": "a blue square moving up", "negative_prompt": "blurry",
                                                 "text_encoder": ["2", 0]}
-    assert by_type["LuminaVideoSampler"]["seed"] == 5
-    assert by_type["LuminaVideoEmptyLatentVideo"] == {"resolution": "custom", "width": 64, "height": 64, "frames": 16,
+    assert by_type["LuminaVideoMSSampler"]["seed"] == 5
+    assert by_type["LuminaVideoMSEmptyLatentVideo"] == {"resolution": "custom", "width": 64, "height": 64, "frames": 16,
                                                       "batch_size": 1}
-    schedule = json.loads(by_type["LuminaVideoScheduleJSON"]["config"])
+    schedule = json.loads(by_type["LuminaVideoMSScheduleJSON"]["config"])
     assert schedule["motion"] == 9.0 and schedule["step"] == 3
-    assert by_type["LuminaVideoModelLoader"]["model_name"] == "lumina-video-demo (built-in)"
+    assert by_type["LuminaVideoMSModelLoader"]["model_name"] == "lumina-video-demo (built-in)"
     # the loaders pin the dtype the CLI ran (--dtype auto resolved), so the graph reproduces it on any host
     ran = resolve_dtype("auto", "cpu")
-    assert [by_type[loader]["weight_dtype"] for loader in ("LuminaVideoModelLoader", "LuminaVideoTextEncoderLoader",
-                                                           "LuminaVideoVAELoader")] == [ran] * 3
+    assert [by_type[loader]["weight_dtype"] for loader in ("LuminaVideoMSModelLoader", "LuminaVideoMSTextEncoderLoader",
+                                                           "LuminaVideoMSVAELoader")] == [ran] * 3
     workflow = json.loads(tags["workflow"])
     ids = {node["id"] for node in workflow["nodes"]}
     for link_id, origin, _, target, slot, _ in workflow["links"]:
@@ -140,9 +140,9 @@ def test_cache_flag_skips_calls_says_so_and_puts_the_cache_node_in_the_graph(tmp
     with av.open(str(out)) as container:
         prompt = json.loads(dict(container.metadata)["prompt"])
     cache_id, cache_node = next((key, node) for key, node in prompt.items()
-                                if node["class_type"] == "LuminaVideoStepCache")
+                                if node["class_type"] == "LuminaVideoMSStepCache")
     assert cache_node["inputs"] == {"threshold": 0.3, "start": 0.0, "end": 1.0, "model": ["1", 0]}
-    sampler = next(node for node in prompt.values() if node["class_type"] == "LuminaVideoSampler")
+    sampler = next(node for node in prompt.values() if node["class_type"] == "LuminaVideoMSSampler")
     assert sampler["inputs"]["model"] == [cache_id, 0]
 
 

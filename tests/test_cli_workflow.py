@@ -47,7 +47,7 @@ def test_cli_graph_reproduces_the_cli_video_on_the_host(cli_video):
     with running_server() as server:
         object_info = server.get("/object_info")
         assert to_api(workflow, object_info) == prompt  # the UI graph is the prompt the CLI ran
-        decode = next(key for key, node in prompt.items() if node["class_type"] == "LuminaVideoVAEDecode")
+        decode = next(key for key, node in prompt.items() if node["class_type"] == "LuminaVideoMSVAEDecode")
         prompt["100"] = {"class_type": "SaveImage", "inputs": {"images": [decode, 0], "filename_prefix": "cli"}}
         entry = server.wait(server.queue(prompt), timeout=240)
         assert_success(entry)

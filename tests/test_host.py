@@ -21,16 +21,18 @@ from comfy_host import (
 )
 
 from lumina_core import demo
+from lumina_core.app.node_table import NODE_ID_PREFIX
 
 require_host()
 
 NODE_IDS = {
-    "LuminaVideoModelLoader", "LuminaVideoTextEncoderLoader", "LuminaVideoVAELoader", "LuminaVideoTextEncode",
-    "LuminaVideoMotionScore", "LuminaVideoMotionScoreFromVideo", "LuminaVideoSchedulePreset",
-    "LuminaVideoScheduleJSON", "LuminaVideoScheduleStage", "LuminaVideoEmptyLatentVideo", "LuminaVideoSampler",
-    "LuminaVideoStageSampler", "LuminaVideoVAEDecode", "LuminaVideoMotionConditioning", "LuminaVideoModelSchedule",
-    "LuminaVideoSigmas", "LuminaVideoGuider", "LuminaVideoVAEEncode", "LuminaVideoTextEncodeCLIP",
-    "LuminaVideoStepCache", "LuminaVideoScheduleForTimeBudget", "LuminaVideoRaySampler",
+    "LuminaVideoMSModelLoader", "LuminaVideoMSTextEncoderLoader", "LuminaVideoMSVAELoader", "LuminaVideoMSTextEncode",
+    "LuminaVideoMSMotionScore", "LuminaVideoMSMotionScoreFromVideo", "LuminaVideoMSSchedulePreset",
+    "LuminaVideoMSScheduleJSON", "LuminaVideoMSScheduleStage", "LuminaVideoMSEmptyLatentVideo", "LuminaVideoMSSampler",
+    "LuminaVideoMSStageSampler", "LuminaVideoMSVAEDecode", "LuminaVideoMSMotionConditioning",
+    "LuminaVideoMSModelSchedule", "LuminaVideoMSSigmas", "LuminaVideoMSGuider", "LuminaVideoMSVAEEncode",
+    "LuminaVideoMSTextEncodeCLIP", "LuminaVideoMSStepCache", "LuminaVideoMSScheduleForTimeBudget",
+    "LuminaVideoMSRaySampler",
 }
 
 
@@ -43,22 +45,22 @@ def server():
 def demo_prompt(seed: int, steps: int = 4, size: int = 32, frames: int = 8) -> dict:
     """Loaders (demo entries) -> text encode -> empty latent -> whole sampler -> decode -> Save Video + Save Image."""
     return {
-        "1": {"class_type": "LuminaVideoModelLoader",
+        "1": {"class_type": "LuminaVideoMSModelLoader",
               "inputs": {"model_name": DEMO, "weight_dtype": "default"}},
-        "2": {"class_type": "LuminaVideoTextEncoderLoader",
+        "2": {"class_type": "LuminaVideoMSTextEncoderLoader",
               "inputs": {"text_encoder_name": DEMO, "tokenizer": "(from the text encoder folder)",
                          "weight_dtype": "default"}},
-        "3": {"class_type": "LuminaVideoVAELoader", "inputs": {"vae_name": DEMO, "weight_dtype": "default"}},
-        "4": {"class_type": "LuminaVideoTextEncode",
+        "3": {"class_type": "LuminaVideoMSVAELoader", "inputs": {"vae_name": DEMO, "weight_dtype": "default"}},
+        "4": {"class_type": "LuminaVideoMSTextEncode",
               "inputs": {"text_encoder": ["2", 0], "prompt": "a red circle moving left", "negative_prompt": ""}},
-        "5": {"class_type": "LuminaVideoEmptyLatentVideo",
+        "5": {"class_type": "LuminaVideoMSEmptyLatentVideo",
               "inputs": {"resolution": "custom", "width": size, "height": size, "frames": frames,
                          "batch_size": 1}},
-        "6": {"class_type": "LuminaVideoSchedulePreset", "inputs": {"preset": "demo", "steps": steps}},
-        "7": {"class_type": "LuminaVideoSampler",
+        "6": {"class_type": "LuminaVideoMSSchedulePreset", "inputs": {"preset": "demo", "steps": steps}},
+        "7": {"class_type": "LuminaVideoMSSampler",
               "inputs": {"model": ["1", 0], "positive": ["4", 0], "negative": ["4", 1], "latent": ["5", 0],
                          "schedule": ["6", 0], "seed": seed}},
-        "8": {"class_type": "LuminaVideoVAEDecode",
+        "8": {"class_type": "LuminaVideoMSVAEDecode",
               "inputs": {"vae": ["3", 0], "latent": ["7", 0], "tiled": "auto", "fps": 8.0}},
         "9": {"class_type": "SaveVideo",
               "inputs": {"video": ["8", 1], "filename_prefix": "lumina/video", "format": "auto", "codec": "auto"}},
@@ -70,11 +72,11 @@ def stage_prompt(seed: int) -> dict:
     """The same loaders and caption, then two chained stage samplers (motion from a Motion Score node)."""
     prompt = {key: node for key, node in demo_prompt(seed).items() if key in {"1", "2", "3", "4", "5", "8", "10"}}
     grid = {"steps": 4, "shift": 3.0, "cfg": 4.0, "neg_motion": 2.0, "renorm": -1.0}
-    prompt["11"] = {"class_type": "LuminaVideoMotionScore", "inputs": {"value": 4.0}}
-    prompt["12"] = {"class_type": "LuminaVideoStageSampler",
+    prompt["11"] = {"class_type": "LuminaVideoMSMotionScore", "inputs": {"value": 4.0}}
+    prompt["12"] = {"class_type": "LuminaVideoMSStageSampler",
                     "inputs": {"model": ["1", 0], "positive": ["4", 0], "negative": ["4", 1], "latent": ["5", 0],
                                "seed": seed, "patch": "2x2", "t_start": 0.0, "t_end": 0.3, "motion": ["11", 0], **grid}}
-    prompt["13"] = {"class_type": "LuminaVideoStageSampler",
+    prompt["13"] = {"class_type": "LuminaVideoMSStageSampler",
                     "inputs": {"model": ["1", 0], "positive": ["4", 0], "negative": ["4", 1], "latent": ["12", 0],
                                "seed": seed, "patch": "1x2", "t_start": 0.3, "t_end": 1.0, "motion": ["11", 0], **grid}}
     prompt["8"]["inputs"]["latent"] = ["13", 0]
@@ -90,15 +92,15 @@ def test_pack_imports_without_errors(server):
 
 def test_object_info_lists_every_node_with_inputs(server):
     info = server.get("/object_info")
-    ours = {name for name in info if name.startswith("LuminaVideo")}
+    ours = {name for name in info if name.startswith(NODE_ID_PREFIX)}
     assert ours == NODE_IDS
     for name in NODE_IDS:
         node = info[name]
         assert node["category"].startswith("Lumina-Video/") and node["python_module"] == f"custom_nodes.{LINK_NAME}"
         inputs = {**node["input"]["required"], **node["input"].get("optional", {})}
         assert inputs and all(spec[1].get("tooltip") for spec in inputs.values()), name
-    assert info["LuminaVideoModelLoader"]["input"]["required"]["model_name"][1]["options"][0] == DEMO
-    assert info["LuminaVideoVAEDecode"]["output"] == ["IMAGE", "VIDEO"]
+    assert info["LuminaVideoMSModelLoader"]["input"]["required"]["model_name"][1]["options"][0] == DEMO
+    assert info["LuminaVideoMSVAEDecode"]["output"] == ["IMAGE", "VIDEO"]
 
 
 def test_plan_route_for_the_frontend_timeline(server):
@@ -158,14 +160,14 @@ def test_interrupt_stops_a_long_run_and_the_server_keeps_serving(server):
     server.post("/interrupt", {"prompt_id": prompt_id})
     entry = server.wait(prompt_id, timeout=120)  # generous: a bound on a hang, not a speed check
     assert entry["status"]["status_str"] == "error"
-    assert messages(entry)["execution_interrupted"]["node_type"] == "LuminaVideoSampler"
+    assert messages(entry)["execution_interrupted"]["node_type"] == "LuminaVideoMSSampler"
     assert_success(server.wait(server.queue(demo_prompt(seed=4))))
 
 
 def ray_prompt(seed: int, **sizes) -> dict:
     """demo_prompt with its sampler on 2 Ray ranks (CPU)."""
     prompt = demo_prompt(seed, **sizes)
-    prompt["7"] = {"class_type": "LuminaVideoRaySampler",
+    prompt["7"] = {"class_type": "LuminaVideoMSRaySampler",
                    "inputs": {**prompt["7"]["inputs"], "ranks": 2, "parallel": "auto", "device": "cpu"}}
     return prompt
 
@@ -200,7 +202,7 @@ def test_ray_sampler_runs_in_the_server_and_cancel_stops_it(server, ray_installe
     server.post("/interrupt", {"prompt_id": prompt_id})
     entry = server.wait(prompt_id, timeout=120)  # generous: a bound on a hang, not a speed check
     assert entry["status"]["status_str"] == "error"
-    assert messages(entry)["execution_interrupted"]["node_type"] == "LuminaVideoRaySampler"
+    assert messages(entry)["execution_interrupted"]["node_type"] == "LuminaVideoMSRaySampler"
     assert_success(server.wait(server.queue(ray_prompt(seed=7))))  # the ranks still serve
 
 

@@ -30,16 +30,16 @@ def server():
 def prompt(sampler: str) -> dict:
     """Demo loaders -> text encode -> empty latent -> ``sampler`` (KSampler or the pack's) -> decode -> Preview."""
     nodes = {
-        "1": {"class_type": "LuminaVideoModelLoader", "inputs": {"model_name": DEMO, "weight_dtype": "default"}},
-        "2": {"class_type": "LuminaVideoTextEncoderLoader",
+        "1": {"class_type": "LuminaVideoMSModelLoader", "inputs": {"model_name": DEMO, "weight_dtype": "default"}},
+        "2": {"class_type": "LuminaVideoMSTextEncoderLoader",
               "inputs": {"text_encoder_name": DEMO, "tokenizer": "(from the text encoder folder)",
                          "weight_dtype": "default"}},
-        "3": {"class_type": "LuminaVideoVAELoader", "inputs": {"vae_name": DEMO, "weight_dtype": "default"}},
-        "4": {"class_type": "LuminaVideoTextEncode",
+        "3": {"class_type": "LuminaVideoMSVAELoader", "inputs": {"vae_name": DEMO, "weight_dtype": "default"}},
+        "4": {"class_type": "LuminaVideoMSTextEncode",
               "inputs": {"text_encoder": ["2", 0], "prompt": "a red circle moving left", "negative_prompt": ""}},
-        "5": {"class_type": "LuminaVideoEmptyLatentVideo",
+        "5": {"class_type": "LuminaVideoMSEmptyLatentVideo",
               "inputs": {"resolution": "custom", "width": SIZE, "height": SIZE, "frames": FRAMES, "batch_size": 1}},
-        "8": {"class_type": "LuminaVideoVAEDecode",
+        "8": {"class_type": "LuminaVideoMSVAEDecode",
               "inputs": {"vae": ["3", 0], "latent": ["7", 0], "tiled": "auto", "fps": 8.0}},
         "9": {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}},
     }
@@ -49,8 +49,8 @@ def prompt(sampler: str) -> dict:
                       "inputs": {**common, "latent_image": ["5", 0], "seed": 3, "steps": 3, "cfg": 3.0,
                                  "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}}
     else:
-        nodes["6"] = {"class_type": "LuminaVideoSchedulePreset", "inputs": {"preset": "demo", "steps": 3}}
-        nodes["7"] = {"class_type": "LuminaVideoSampler",
+        nodes["6"] = {"class_type": "LuminaVideoMSSchedulePreset", "inputs": {"preset": "demo", "steps": 3}}
+        nodes["7"] = {"class_type": "LuminaVideoMSSampler",
                       "inputs": {**common, "latent": ["5", 0], "schedule": ["6", 0], "seed": 3}}
     return nodes
 
@@ -77,7 +77,7 @@ async def run_and_collect_previews(server, api_prompt: dict) -> tuple[str, list[
     return prompt_id, previews
 
 
-@pytest.mark.parametrize("sampler", ["KSampler", "LuminaVideoSampler"])
+@pytest.mark.parametrize("sampler", ["KSampler", "LuminaVideoMSSampler"])
 def test_sampler_sends_previews_of_every_latent_frame(server, sampler):
     prompt_id, previews = asyncio.run(asyncio.wait_for(run_and_collect_previews(server, prompt(sampler)),
                                                        RUN_TIMEOUT_S))

@@ -28,18 +28,18 @@ from lumina_video_pack.lumina_core.preview import DEMO as DEMO_RGB
 from lumina_video_pack.lumina_core.preview import frame_grid
 from lumina_video_pack.lumina_core.sampling import SampleConfig
 from lumina_video_pack.lumina_core.vae import SCALING_FACTOR
-from lumina_video_pack.nodes.guidance import LuminaVideoGuider, LuminaVideoModelSchedule, LuminaVideoSigmas
+from lumina_video_pack.nodes.guidance import LuminaVideoMSGuider, LuminaVideoMSModelSchedule, LuminaVideoMSSigmas
 from lumina_video_pack.nodes.loaders import (
-    LuminaVideoModelLoader,
-    LuminaVideoVAELoader,
+    LuminaVideoMSModelLoader,
+    LuminaVideoMSVAELoader,
 )
 from lumina_video_pack.nodes.model_files import DEMO
-from lumina_video_pack.nodes.motion import LuminaVideoMotionConditioning
+from lumina_video_pack.nodes.motion import LuminaVideoMSMotionConditioning
 from lumina_video_pack.nodes.native import OfficialCall, encode_motion, motion_at, native_model
-from lumina_video_pack.nodes.sampler import LuminaVideoSampler
-from lumina_video_pack.nodes.schedule import LuminaVideoScheduleJSON, LuminaVideoSchedulePreset
+from lumina_video_pack.nodes.sampler import LuminaVideoMSSampler
+from lumina_video_pack.nodes.schedule import LuminaVideoMSScheduleJSON, LuminaVideoMSSchedulePreset
 from lumina_video_pack.nodes.text import conditioning
-from lumina_video_pack.nodes.video import LuminaVideoEmptyLatentVideo, LuminaVideoVAEDecode, LuminaVideoVAEEncode
+from lumina_video_pack.nodes.video import LuminaVideoMSEmptyLatentVideo, LuminaVideoMSVAEDecode, LuminaVideoMSVAEEncode
 
 from nodes import KSampler, LoraLoaderModelOnly
 
@@ -60,17 +60,17 @@ def captions():
 
 @pytest.fixture(scope="module")
 def latent():
-    return run(LuminaVideoEmptyLatentVideo, "custom", 32, 32, 16, 1)[0]  # 4 latent frames of 4 x 4
+    return run(LuminaVideoMSEmptyLatentVideo, "custom", 32, 32, 16, 1)[0]  # 4 latent frames of 4 x 4
 
 
 def demo_schedule(steps=8) -> SampleConfig:
-    return run(LuminaVideoSchedulePreset, "demo", steps)[0]
+    return run(LuminaVideoMSSchedulePreset, "demo", steps)[0]
 
 
 def core_sample(model, positive, negative, schedule, latent, seed=7, sampler="euler"):
     """SamplerCustomAdvanced(RandomNoise, Lumina-Video Guider, KSamplerSelect, Lumina-Video Sigmas)."""
-    guider = run(LuminaVideoGuider, model, positive, negative, schedule)[0]
-    sigmas = run(LuminaVideoSigmas, schedule)[0]
+    guider = run(LuminaVideoMSGuider, model, positive, negative, schedule)[0]
+    sigmas = run(LuminaVideoMSSigmas, schedule)[0]
     return run(SamplerCustomAdvanced, run(RandomNoise, seed)[0], guider, run(KSamplerSelect, sampler)[0], sigmas,
                latent)[0]
 
@@ -88,7 +88,7 @@ def patch_log(model) -> tuple[list, list]:
 def test_core_sampler_with_the_pack_sigmas_and_guider_gives_the_pack_sampler_latent(model, captions, latent):
     positive, negative = captions
     schedule = demo_schedule()
-    pack_out = run(LuminaVideoSampler, model, positive, negative, latent, schedule, 7)[0]
+    pack_out = run(LuminaVideoMSSampler, model, positive, negative, latent, schedule, 7)[0]
     core_out = core_sample(model, positive, negative, schedule, latent, seed=7)
     assert core_out["samples"].shape == pack_out["samples"].shape == (1, 16, 4, 4, 4)
     assert relative_error(core_out["samples"], pack_out["samples"]) < SAME_PATH_TOL
@@ -103,7 +103,7 @@ def test_guider_follows_time_aware_cfg_renorm_and_motion(model, captions, latent
     official = {"P": ["2x2", [0.3, "1x2"], [0.6, "1x1"]], "step": 9, "ts": 3, "renorm": [-1, [0.4, 1.5]],
                 "cfg": [5, [0.5, 0]], "motion": [4, [0.2, 9]], "negMotion": [1, [0.1, 4]]}
     schedule = SampleConfig.from_official(official)
-    pack_out = run(LuminaVideoSampler, model, positive, negative, latent, schedule, 3)[0]["samples"]
+    pack_out = run(LuminaVideoMSSampler, model, positive, negative, latent, schedule, 3)[0]["samples"]
     core_out = core_sample(model, positive, negative, schedule, latent, seed=3)["samples"]
     assert relative_error(core_out, pack_out) < SAME_PATH_TOL
     moved = SampleConfig.from_official({**official, "cfg": [5, [0.9, 0]]})
@@ -117,7 +117,7 @@ def test_core_sampler_reproduces_the_official_runs_of_the_parity_fixture(parity_
     SamplerCustomAdvanced: the official final latent within the fixture's sampling tolerance."""
     info = parity_meta["sample_runs"][run_name]
     prefix = f"sample/{run_name}/"
-    schedule = run(LuminaVideoScheduleJSON, json.dumps(info["sample_config"]))[0]
+    schedule = run(LuminaVideoMSScheduleJSON, json.dumps(info["sample_config"]))[0]
     schedule = replace(schedule, steps=info["num_steps_grid_points"])
     network = NextDiT(NextDiTConfig.from_dict(parity_meta["tiny_config"]))
     network.load_state_dict(tiny_model.state_dict())
@@ -132,10 +132,10 @@ def test_core_sampler_reproduces_the_official_runs_of_the_parity_fixture(parity_
         def generate_noise(self, latent):
             return z
 
-    guider = run(LuminaVideoGuider, patcher, positive, negative, schedule)[0]
+    guider = run(LuminaVideoMSGuider, patcher, positive, negative, schedule)[0]
     zeros = {"samples": torch.zeros_like(z)}
     out = run(SamplerCustomAdvanced, OfficialNoise(), guider, run(KSamplerSelect, "euler")[0],
-              run(LuminaVideoSigmas, schedule)[0], zeros)[0]["samples"]
+              run(LuminaVideoMSSigmas, schedule)[0], zeros)[0]["samples"]
     assert relative_error(out * SCALING_FACTOR, parity_ref[prefix + "final_pos"]) < 5e-4
 
 
@@ -143,7 +143,7 @@ def test_ksampler_runs_the_patch_pairs_of_the_attached_schedule(model, captions,
     """Plain KSampler with a core scheduler: every call runs the patch pair the schedule gives t = 1 - sigma."""
     positive, negative = captions
     schedule = demo_schedule()
-    scheduled = run(LuminaVideoModelSchedule, model, schedule)[0]
+    scheduled = run(LuminaVideoMSModelSchedule, model, schedule)[0]
     seen, handles = patch_log(scheduled)
     try:
         (out,) = KSampler().sample(scheduled, 1, 6, 3.0, "euler", "simple", positive, negative, latent)
@@ -197,11 +197,11 @@ def test_motion_travels_per_row_and_batches(model, captions, latent):
     assert motion_at(encoded[:1], 0.0499).tolist() == [2.0] and motion_at(encoded[:1], 0.05).tolist() == [6.0]
     assert torch.isnan(motion_at(encoded[1:], 0.5)).all()
     positive, negative = captions
-    own = run(LuminaVideoMotionConditioning, positive, 12.0, 1.0, 6.0)[0]
+    own = run(LuminaVideoMSMotionConditioning, positive, 12.0, 1.0, 6.0)[0]
     schedule = demo_schedule()
-    base = run(LuminaVideoSampler, model, positive, negative, latent, schedule, 2)[0]["samples"]
-    with_own = run(LuminaVideoSampler, model, own, negative, latent, schedule, 2)[0]["samples"]
-    as_schedule = run(LuminaVideoSampler, model, positive, negative, latent,
+    base = run(LuminaVideoMSSampler, model, positive, negative, latent, schedule, 2)[0]["samples"]
+    with_own = run(LuminaVideoMSSampler, model, own, negative, latent, schedule, 2)[0]["samples"]
+    as_schedule = run(LuminaVideoMSSampler, model, positive, negative, latent,
                       replace(schedule, motion=12.0), 2)[0]["samples"]
     assert torch.equal(with_own, as_schedule) and not torch.equal(with_own, base)  # same numbers, same path
     core_own = core_sample(model, own, negative, schedule, latent, seed=2)["samples"]
@@ -232,19 +232,19 @@ def test_core_lora_loader_patches_the_model(model, captions, latent, tmp_path, m
     positive, negative = captions
     schedule = demo_schedule(5)
     original = {name: weight.clone() for name, weight in model.model.diffusion_model.state_dict().items()}
-    base = run(LuminaVideoSampler, model, positive, negative, latent, schedule, 4)[0]["samples"]
+    base = run(LuminaVideoMSSampler, model, positive, negative, latent, schedule, 4)[0]["samples"]
     lora_file(model, tmp_path / "zero.safetensors", scale=0.0)
     deltas = lora_file(model, tmp_path / "random.safetensors", scale=0.05)
     (zero,) = LoraLoaderModelOnly().load_lora_model_only(model, "zero.safetensors", 1.0)
     (random,) = LoraLoaderModelOnly().load_lora_model_only(model, "random.safetensors", 1.0)
     assert len(random.patches) == len(deltas)  # every key mapped (none left as "lora key not loaded")
-    zero_out = run(LuminaVideoSampler, zero, positive, negative, latent, schedule, 4)[0]["samples"]
-    random_out = run(LuminaVideoSampler, random, positive, negative, latent, schedule, 4)[0]["samples"]
+    zero_out = run(LuminaVideoMSSampler, zero, positive, negative, latent, schedule, 4)[0]["samples"]
+    random_out = run(LuminaVideoMSSampler, random, positive, negative, latent, schedule, 4)[0]["samples"]
     assert torch.equal(zero_out, base)  # W + 0 = W exactly
     assert relative_error(random_out, base) > 1e-3
     by_hand = NextDiT(model.model.diffusion_model.config)
     by_hand.load_state_dict({k: v + deltas[k] if k in deltas else v for k, v in original.items()})
-    by_hand_out = run(LuminaVideoSampler, native_model(by_hand, schedule), positive, negative, latent, schedule,
+    by_hand_out = run(LuminaVideoMSSampler, native_model(by_hand, schedule), positive, negative, latent, schedule,
                       4)[0]["samples"]
     assert relative_error(random_out, by_hand_out) < 1e-5  # the same weights up to the order of two additions
     comfy.model_management.unload_all_models()
@@ -253,7 +253,7 @@ def test_core_lora_loader_patches_the_model(model, captions, latent, tmp_path, m
 def test_easycache_and_context_windows_run_on_the_model(model, captions):
     positive, negative = captions
     schedule = demo_schedule(12)
-    long_latent = run(LuminaVideoEmptyLatentVideo, "custom", 32, 32, 48, 1)[0]  # 12 latent frames
+    long_latent = run(LuminaVideoMSEmptyLatentVideo, "custom", 32, 32, 48, 1)[0]  # 12 latent frames
     base = core_sample(model, positive, negative, schedule, long_latent, seed=5)["samples"]
     cached_model = run(EasyCacheNode, model, 0.2, 0.15, 0.95, False)[0]
     cached = core_sample(cached_model, positive, negative, schedule, long_latent, seed=5)["samples"]
@@ -276,7 +276,7 @@ def test_torch_compile_node_compiles_the_model(model, captions):
     within float rounding of the fused kernels."""
     positive, negative = captions
     schedule = demo_schedule(3)
-    small = run(LuminaVideoEmptyLatentVideo, "custom", 32, 32, 8, 1)[0]
+    small = run(LuminaVideoMSEmptyLatentVideo, "custom", 32, 32, 8, 1)[0]
     compiled = run(TorchCompileModel, model, "inductor")[0]
     eager = core_sample(model, positive, negative, schedule, small, seed=6)["samples"]
     out = core_sample(compiled, positive, negative, schedule, small, seed=6)["samples"]
@@ -286,7 +286,7 @@ def test_torch_compile_node_compiles_the_model(model, captions):
 def test_fp8_storage_halves_the_weights_and_stays_close(model, captions, latent):
     positive, negative = captions
     schedule = demo_schedule(6)
-    loaded = {name: run(LuminaVideoModelLoader, DEMO, name)[0] for name in ("bf16", "fp8_e4m3fn", "fp32")}
+    loaded = {name: run(LuminaVideoMSModelLoader, DEMO, name)[0] for name in ("bf16", "fp8_e4m3fn", "fp32")}
 
     def linear_bytes(patcher):
         network = patcher.model.diffusion_model
@@ -294,8 +294,8 @@ def test_fp8_storage_halves_the_weights_and_stays_close(model, captions, latent)
                    if isinstance(m, torch.nn.Linear))
 
     assert linear_bytes(loaded["fp8_e4m3fn"]) * 2 == linear_bytes(loaded["bf16"])
-    reference = run(LuminaVideoSampler, loaded["fp32"], positive, negative, latent, schedule, 1)[0]["samples"]
-    fp8 = run(LuminaVideoSampler, loaded["fp8_e4m3fn"], positive, negative, latent, schedule, 1)[0]["samples"]
+    reference = run(LuminaVideoMSSampler, loaded["fp32"], positive, negative, latent, schedule, 1)[0]["samples"]
+    fp8 = run(LuminaVideoMSSampler, loaded["fp8_e4m3fn"], positive, negative, latent, schedule, 1)[0]["samples"]
     # e4m3 keeps 3 mantissa bits (weights off by up to 6%); over 5 guided steps the latent moved by ~0.1 of its
     # largest value on the demo model: bound 0.3, while a wrong scale or a skipped cast gives ~1 or nan
     assert torch.isfinite(fp8).all() and relative_error(fp8, reference) < 0.3
@@ -305,7 +305,7 @@ def test_fp8_storage_halves_the_weights_and_stays_close(model, captions, latent)
 def test_partial_loading_below_the_model_size_gives_the_full_load_output(model, captions, latent):
     positive, negative = captions
     schedule = demo_schedule(4)
-    full = run(LuminaVideoSampler, model, positive, negative, latent, schedule, 9)[0]["samples"]
+    full = run(LuminaVideoMSSampler, model, positive, negative, latent, schedule, 9)[0]["samples"]
     partial = model.clone()
     size = partial.model_size()
     comfy.model_management.unload_all_models()
@@ -330,15 +330,15 @@ def test_vae_encode_gives_a_latent_for_video_to_video(model, captions):
     denoise < 1 stays nearer to it than a full denoise."""
     positive, negative = captions
     schedule = demo_schedule()
-    vae = run(LuminaVideoVAELoader, DEMO, "default")[0]
-    latent = run(LuminaVideoEmptyLatentVideo, "custom", 64, 64, 16, 1)[0]
-    sampled = run(LuminaVideoSampler, model, positive, negative, latent, schedule, 7)[0]
-    frames = run(LuminaVideoVAEDecode, vae, sampled, "auto", 8.0)[0]
-    encoded = run(LuminaVideoVAEEncode, vae, frames, "auto")[0]
+    vae = run(LuminaVideoMSVAELoader, DEMO, "default")[0]
+    latent = run(LuminaVideoMSEmptyLatentVideo, "custom", 64, 64, 16, 1)[0]
+    sampled = run(LuminaVideoMSSampler, model, positive, negative, latent, schedule, 7)[0]
+    frames = run(LuminaVideoMSVAEDecode, vae, sampled, "auto", 8.0)[0]
+    encoded = run(LuminaVideoMSVAEEncode, vae, frames, "auto")[0]
     assert encoded["samples"].shape == sampled["samples"].shape == (1, 16, 4, 8, 8)
-    again = run(LuminaVideoVAEDecode, vae, encoded, "auto", 8.0)[0]
+    again = run(LuminaVideoMSVAEDecode, vae, encoded, "auto", 8.0)[0]
     assert (again - frames).abs().mean() < 0.1
-    scheduled = run(LuminaVideoModelSchedule, model, schedule)[0]
+    scheduled = run(LuminaVideoMSModelSchedule, model, schedule)[0]
     light, full = (KSampler().sample(scheduled, 3, 8, 5.0, "euler", "simple", positive, negative, encoded,
                                      denoise=denoise)[0]["samples"] for denoise in (0.3, 1.0))
     assert relative_error(light, encoded["samples"]) < 0.5 * relative_error(full, encoded["samples"])

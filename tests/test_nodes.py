@@ -31,31 +31,31 @@ from lumina_video_pack.nodes import NODES
 from lumina_video_pack.nodes import native as native_module
 from lumina_video_pack.nodes.loaders import (
     SAME_FOLDER,
-    LuminaVideoModelLoader,
-    LuminaVideoTextEncoderLoader,
-    LuminaVideoVAELoader,
+    LuminaVideoMSModelLoader,
+    LuminaVideoMSTextEncoderLoader,
+    LuminaVideoMSVAELoader,
 )
 from lumina_video_pack.nodes.model_files import DEMO
 from lumina_video_pack.nodes.motion import (
-    LuminaVideoMotionScore,
-    LuminaVideoMotionScoreFromVideo,
+    LuminaVideoMSMotionScore,
+    LuminaVideoMSMotionScoreFromVideo,
 )
 from lumina_video_pack.nodes.native import OfficialCall
 from lumina_video_pack.nodes.routes import plan
 from lumina_video_pack.nodes.sampler import (
     STAGE_END,
-    LuminaVideoSampler,
-    LuminaVideoStageSampler,
+    LuminaVideoMSSampler,
+    LuminaVideoMSStageSampler,
 )
 from lumina_video_pack.nodes.schedule import (
-    LuminaVideoScheduleJSON,
-    LuminaVideoSchedulePreset,
-    LuminaVideoScheduleStage,
+    LuminaVideoMSScheduleJSON,
+    LuminaVideoMSSchedulePreset,
+    LuminaVideoMSScheduleStage,
 )
-from lumina_video_pack.nodes.text import LuminaVideoTextEncode
+from lumina_video_pack.nodes.text import LuminaVideoMSTextEncode
 from lumina_video_pack.nodes.video import (
-    LuminaVideoEmptyLatentVideo,
-    LuminaVideoVAEDecode,
+    LuminaVideoMSEmptyLatentVideo,
+    LuminaVideoMSVAEDecode,
 )
 from size_rule import SIZE_TABLE, cli_verdict
 
@@ -74,23 +74,23 @@ def model():
 
 @pytest.fixture(scope="module")
 def text_encoder():
-    return run(LuminaVideoTextEncoderLoader, DEMO, SAME_FOLDER, "default")[0]
+    return run(LuminaVideoMSTextEncoderLoader, DEMO, SAME_FOLDER, "default")[0]
 
 
 @pytest.fixture(scope="module")
 def captions(text_encoder):
-    return run(LuminaVideoTextEncode, text_encoder, PROMPT, NEGATIVE)
+    return run(LuminaVideoMSTextEncode, text_encoder, PROMPT, NEGATIVE)
 
 
 @pytest.fixture(scope="module")
 def latent():
-    return run(LuminaVideoEmptyLatentVideo, CUSTOM_RESOLUTION, 32, 32, 8, 1)[0]
+    return run(LuminaVideoMSEmptyLatentVideo, CUSTOM_RESOLUTION, 32, 32, 8, 1)[0]
 
 
 def chain(stages=STAGES, steps=STEPS, shift=SHIFT):
     schedule = None
     for stage in stages:
-        schedule = run(LuminaVideoScheduleStage, **stage, steps=steps, shift=shift, previous=schedule)[0]
+        schedule = run(LuminaVideoMSScheduleStage, **stage, steps=steps, shift=shift, previous=schedule)[0]
     return schedule
 
 
@@ -106,7 +106,7 @@ def test_entrypoint_lists_every_node_once():
 @pytest.mark.parametrize("node", NODES, ids=lambda node: node.__name__)
 def test_schema_names_category_tooltips_and_ranges(node):
     schema = node.GET_SCHEMA()
-    assert schema.node_id == node.__name__ and schema.node_id.startswith("LuminaVideo")
+    assert schema.node_id == node.__name__ and schema.node_id.startswith(node_table.NODE_ID_PREFIX)
     assert schema.category.startswith("Lumina-Video/") and schema.description
     for spec in schema.inputs:
         assert spec.tooltip, f"{schema.node_id}.{spec.id} has no tooltip"
@@ -138,24 +138,25 @@ def test_demo_loaders_leave_the_global_rng_alone(monkeypatch):
     torch.manual_seed(123)
     expected = torch.rand(4)
     torch.manual_seed(123)
-    run(LuminaVideoVAELoader, DEMO, "default")
+    run(LuminaVideoMSVAELoader, DEMO, "default")
     assert torch.equal(torch.rand(4), expected)
 
 
 def test_loaders_offer_the_built_in_demo_first():
-    for node, name in ((LuminaVideoModelLoader, "model_name"), (LuminaVideoTextEncoderLoader, "text_encoder_name"),
-                       (LuminaVideoVAELoader, "vae_name")):
+    for node, name in ((LuminaVideoMSModelLoader, "model_name"), (LuminaVideoMSTextEncoderLoader, "text_encoder_name"),
+                       (LuminaVideoMSVAELoader, "vae_name")):
         combo = next(spec for spec in node.define_schema().inputs if spec.id == name)
         assert combo.options[0] == DEMO
 
 
 # -- schedules ---------------------------------------------------------------------------------
 def test_preset_node_gives_the_official_config_and_overrides():
-    assert run(LuminaVideoSchedulePreset, "f24F96R960", 0)[0] == SampleConfig.preset("f24F96R960")
-    assert run(LuminaVideoSchedulePreset, "f24F96R960-MultiScale", 0)[0] == SampleConfig.preset("f24F96R960-MultiScale")
-    demo = run(LuminaVideoSchedulePreset, "demo", 0)[0]
+    assert run(LuminaVideoMSSchedulePreset, "f24F96R960", 0)[0] == SampleConfig.preset("f24F96R960")
+    multiscale = "f24F96R960-MultiScale"
+    assert run(LuminaVideoMSSchedulePreset, multiscale, 0)[0] == SampleConfig.preset(multiscale)
+    demo = run(LuminaVideoMSSchedulePreset, "demo", 0)[0]
     assert [s.patch for s in demo.stages] == ["2x2", "1x2", "1x1"] and demo.steps == 20
-    overridden = run(LuminaVideoSchedulePreset, "f16F64R512-MultiScale", 12, motion=2.5)[0]
+    overridden = run(LuminaVideoMSSchedulePreset, "f16F64R512-MultiScale", 12, motion=2.5)[0]
     assert overridden.steps == 12 and overridden.motion == 2.5
     assert overridden.stages == SampleConfig.preset("f16F64R512-MultiScale").stages
 
@@ -163,11 +164,11 @@ def test_preset_node_gives_the_official_config_and_overrides():
 def test_json_node_reads_official_dicts_and_names_bad_json():
     text = ('{"P": ["2x4", [0.075, "2x2"], [0.3, "1x2"]], "step": 70, "ts": 8, "cfg": [12, [0.4, 0]], '
             '"renorm": -1, "motion": 6, "negMotion": [2, [0.05, 6]]}')
-    assert run(LuminaVideoScheduleJSON, text)[0] == SampleConfig.preset("f16F64R512-MultiScale")
+    assert run(LuminaVideoMSScheduleJSON, text)[0] == SampleConfig.preset("f16F64R512-MultiScale")
     with pytest.raises(ValueError, match="not valid JSON"):
-        run(LuminaVideoScheduleJSON, '{"P": "1x2", ')
+        run(LuminaVideoMSScheduleJSON, '{"P": "1x2", ')
     with pytest.raises(ValueError, match="unknown keys"):
-        run(LuminaVideoScheduleJSON, '{"P": "1x2", "steps": 30}')
+        run(LuminaVideoMSScheduleJSON, '{"P": "1x2", "steps": 30}')
 
 
 STAGE_WIDGETS = {"patch": "1x2", "t_end": 1.0, "cfg": 4.0, "motion": 6.0, "neg_motion": 2.0, "renorm": -1.0,
@@ -184,20 +185,20 @@ STAGE_WIDGETS = {"patch": "1x2", "t_end": 1.0, "cfg": 4.0, "motion": 6.0, "neg_m
 def test_schedule_nodes_refuse_non_finite_values_by_name(field, value, message):
     """ComfyUI's min/max check lets NaN through (every comparison with it is false); the schedule refuses it."""
     with pytest.raises(ValueError, match=message):
-        run(LuminaVideoScheduleStage, **{**STAGE_WIDGETS, field: value})
+        run(LuminaVideoMSScheduleStage, **{**STAGE_WIDGETS, field: value})
     if field != "shift":  # a later stage keeps the first stage's grid
-        first = run(LuminaVideoScheduleStage, **{**STAGE_WIDGETS, "t_end": 0.5})[0]
+        first = run(LuminaVideoMSScheduleStage, **{**STAGE_WIDGETS, "t_end": 0.5})[0]
         with pytest.raises(ValueError, match=message):
-            run(LuminaVideoScheduleStage, **{**STAGE_WIDGETS, field: value}, previous=first)
+            run(LuminaVideoMSScheduleStage, **{**STAGE_WIDGETS, field: value}, previous=first)
 
 
 def test_preset_and_json_nodes_refuse_non_finite_values_by_name():
     with pytest.raises(ValueError, match="motion value nan is not a finite number"):
-        run(LuminaVideoSchedulePreset, "demo", 0, motion=float("nan"))
+        run(LuminaVideoMSSchedulePreset, "demo", 0, motion=float("nan"))
     with pytest.raises(ValueError, match="sample config holds NaN, which is not a finite number"):
-        run(LuminaVideoScheduleJSON, '{"P": "1x2", "step": 10, "cfg": NaN}')
+        run(LuminaVideoMSScheduleJSON, '{"P": "1x2", "step": 10, "cfg": NaN}')
     with pytest.raises(ValueError, match="sample config holds Infinity"):
-        run(LuminaVideoScheduleJSON, '{"P": "1x2", "step": 10, "ts": Infinity}')
+        run(LuminaVideoMSScheduleJSON, '{"P": "1x2", "step": 10, "ts": Infinity}')
 
 
 def test_stage_node_chain_equals_the_official_f24_preset():
@@ -231,9 +232,9 @@ def calls(config):
 def test_stage_node_refuses_a_stage_that_does_not_move_forward():
     first = chain(STAGES[:1])
     with pytest.raises(ValueError, match=r"t_end 0.2 is not after the previous stage's end t = 0.3"):
-        run(LuminaVideoScheduleStage, **{**STAGES[1], "t_end": 0.2}, steps=STEPS, shift=SHIFT, previous=first)
+        run(LuminaVideoMSScheduleStage, **{**STAGES[1], "t_end": 0.2}, steps=STEPS, shift=SHIFT, previous=first)
     with pytest.raises(ValueError, match=r"already reaches t = 1"):
-        run(LuminaVideoScheduleStage, **STAGES[2], steps=STEPS, shift=SHIFT, previous=chain())
+        run(LuminaVideoMSScheduleStage, **STAGES[2], steps=STEPS, shift=SHIFT, previous=chain())
 
 
 def test_plan_for_the_timeline_counts_calls_per_stage():
@@ -254,7 +255,7 @@ def test_plan_for_the_timeline_counts_calls_per_stage():
 def test_whole_sampler_equals_the_core_pipeline_bit_for_bit(model, text_encoder, captions, latent):
     positive, negative = captions
     schedule = chain()
-    out = run(LuminaVideoSampler, model, positive, negative, latent, schedule, 11)[0]
+    out = run(LuminaVideoMSSampler, model, positive, negative, latent, schedule, 11)[0]
     request = VideoRequest(prompt=PROMPT, negative_prompt=NEGATIVE, width=32, height=32, frames=8, seed=11)
     expected = generate_latents(OfficialCall(network(model)), text_encoder.patcher.model.inner,
                                 text_encoder.tokenizer, request, schedule)
@@ -266,23 +267,23 @@ def test_whole_sampler_equals_the_core_pipeline_bit_for_bit(model, text_encoder,
 
 def test_stage_sampler_chain_equals_whole_sampler_bit_for_bit(model, captions, latent):
     positive, negative = captions
-    whole = run(LuminaVideoSampler, model, positive, negative, latent, chain(), 5)[0]
+    whole = run(LuminaVideoMSSampler, model, positive, negative, latent, chain(), 5)[0]
     current, t_start = latent, 0.0
     for stage in STAGES:
-        current = run(LuminaVideoStageSampler, model, positive, negative, current, 5, t_start=t_start, steps=STEPS,
+        current = run(LuminaVideoMSStageSampler, model, positive, negative, current, 5, t_start=t_start, steps=STEPS,
                       shift=SHIFT, **stage)[0]
         t_start = stage["t_end"]
     assert torch.equal(current["samples"], whole["samples"])
-    other_seed = run(LuminaVideoSampler, model, positive, negative, latent, chain(), 6)[0]
+    other_seed = run(LuminaVideoMSSampler, model, positive, negative, latent, chain(), 6)[0]
     assert not torch.equal(whole["samples"], other_seed["samples"])
 
 
 def test_stage_sampler_refuses_a_latent_that_stopped_elsewhere(model, captions, latent):
     positive, negative = captions
-    first = run(LuminaVideoStageSampler, model, positive, negative, latent, 0, t_start=0.0, steps=STEPS, shift=SHIFT,
+    first = run(LuminaVideoMSStageSampler, model, positive, negative, latent, 0, t_start=0.0, steps=STEPS, shift=SHIFT,
                 **STAGES[0])[0]
     with pytest.raises(ValueError, match=r"stopped at t = 0.3 .* set t_start = 0.3, steps = 7, shift = 3.0"):
-        run(LuminaVideoStageSampler, model, positive, negative, first, 0, t_start=0.2, steps=STEPS, shift=SHIFT,
+        run(LuminaVideoMSStageSampler, model, positive, negative, first, 0, t_start=0.2, steps=STEPS, shift=SHIFT,
             **STAGES[1])
 
 
@@ -304,9 +305,10 @@ def test_patch_pair_missing_from_the_model_fails_before_any_step(model, captions
     try:
         with pytest.raises(ValueError, match=r"patch pair 2x4 .* not in this model; it has embedders for 1x1, 1x2, "
                                              r"2x2"):
-            run(LuminaVideoSampler, model, positive, negative, latent, SampleConfig.preset("f16F64R512-MultiScale"), 0)
+            run(LuminaVideoMSSampler, model, positive, negative, latent, SampleConfig.preset("f16F64R512-MultiScale"),
+                0)
         with pytest.raises(ValueError, match=r"patch pair 1x4 .* not in this model"):
-            run(LuminaVideoStageSampler, model, positive, negative, latent, 0, patch="1x4", t_start=0.0, t_end=1.0,
+            run(LuminaVideoMSStageSampler, model, positive, negative, latent, 0, patch="1x4", t_start=0.0, t_end=1.0,
                 steps=STEPS, shift=SHIFT, cfg=0.0, motion=6.0, neg_motion=2.0, renorm=-1.0)
     finally:
         handle.remove()
@@ -318,12 +320,12 @@ def test_latent_sizes_that_the_patches_do_not_divide_fail_before_any_step(model,
     calls, handle = forward_calls(model)
     try:
         with pytest.raises(ValueError, match=r"height 40 is not a positive multiple of 16 pixels .* use 32 or 48"):
-            run(LuminaVideoSampler, model, positive, negative, {"samples": torch.zeros(1, 16, 2, 5, 4)}, chain(), 0)
+            run(LuminaVideoMSSampler, model, positive, negative, {"samples": torch.zeros(1, 16, 2, 5, 4)}, chain(), 0)
         with pytest.raises(ValueError, match=r"frames 9 make 3 latent frames, .* 2x2 stage .* use 8 or 16 frames"):
-            run(LuminaVideoSampler, model, positive, negative, {"samples": torch.zeros(1, 16, 3, 4, 4)},
+            run(LuminaVideoMSSampler, model, positive, negative, {"samples": torch.zeros(1, 16, 3, 4, 4)},
                 SampleConfig.from_official({"P": "2x2", "step": 4}), 0)
         with pytest.raises(ValueError, match=r"frames 9 make 3 latent frames, .* 2x2 stage .* use 8 or 16 frames"):
-            run(LuminaVideoStageSampler, model, positive, negative, {"samples": torch.zeros(1, 16, 3, 4, 4)}, 0,
+            run(LuminaVideoMSStageSampler, model, positive, negative, {"samples": torch.zeros(1, 16, 3, 4, 4)}, 0,
                 patch="2x2", t_start=0.0, t_end=1.0, steps=STEPS, shift=SHIFT, cfg=0.0, motion=6.0, neg_motion=2.0,
                 renorm=-1.0)
     finally:
@@ -335,13 +337,13 @@ def test_caption_width_of_another_text_encoder_is_refused(model, captions, laten
     _, negative = captions
     wide = [[torch.zeros(1, 8, 2304), {"attention_mask": torch.ones(1, 8, dtype=torch.long)}]]
     with pytest.raises(ValueError, match=r"positive caption features are 2304 wide but this model reads 64-wide"):
-        run(LuminaVideoSampler, model, wide, negative, latent, chain(), 0)
+        run(LuminaVideoMSSampler, model, wide, negative, latent, chain(), 0)
 
 
 def test_a_batch_repeats_the_prompt_over_its_rows(model, captions):
     positive, negative = captions
-    pair = run(LuminaVideoEmptyLatentVideo, CUSTOM_RESOLUTION, 32, 32, 8, 2)[0]
-    out = run(LuminaVideoSampler, model, positive, negative, pair, chain(), 3)[0]["samples"]
+    pair = run(LuminaVideoMSEmptyLatentVideo, CUSTOM_RESOLUTION, 32, 32, 8, 2)[0]
+    out = run(LuminaVideoMSSampler, model, positive, negative, pair, chain(), 3)[0]["samples"]
     assert out.shape == (2, 16, 2, 4, 4) and torch.isfinite(out).all() and not torch.equal(out[:1], out[1:])
 
 
@@ -352,7 +354,7 @@ def test_progress_counts_every_model_call_and_sends_previews(model, captions, la
                         lambda value, total, preview, node_id=None: updates.append((value, total, preview)))
     monkeypatch.setattr(comfy.cli_args.args, "preview_method", LatentPreviewMethod.Latent2RGB)
     schedule = chain()
-    run(LuminaVideoSampler, model, positive, negative, latent, schedule, 0)
+    run(LuminaVideoMSSampler, model, positive, negative, latent, schedule, 0)
     total = len(schedule.model_calls())
     assert [(value, count) for value, count, _ in updates] == [(i, total) for i in range(1, total + 1)]
     kind, image, _ = updates[-1][2]
@@ -366,7 +368,7 @@ def test_interrupt_stops_sampling_within_the_first_step(model, captions, latent)
     comfy.model_management.interrupt_current_processing(True)
     try:
         with pytest.raises(comfy.model_management.InterruptProcessingException):
-            run(LuminaVideoSampler, model, positive, negative, latent, chain(), 0)
+            run(LuminaVideoMSSampler, model, positive, negative, latent, chain(), 0)
     finally:
         handle.remove()
         comfy.model_management.interrupt_current_processing(False)
@@ -376,18 +378,18 @@ def test_interrupt_stops_sampling_within_the_first_step(model, captions, latent)
 # -- latents, decode, text, motion --------------------------------------------------------------
 def test_empty_latent_shape_and_size_errors():
     custom = CUSTOM_RESOLUTION
-    assert run(LuminaVideoEmptyLatentVideo, custom, 64, 96, 16, 1)[0]["samples"].shape == (1, 16, 4, 12, 8)
-    assert run(LuminaVideoEmptyLatentVideo, custom, 1248, 704, 96, 1)[0]["samples"].shape == (1, 16, 24, 88, 156)
-    assert run(LuminaVideoEmptyLatentVideo, custom, 32, 32, 1, 1)[0]["samples"].shape == (1, 16, 1, 4, 4)
-    official = run(LuminaVideoEmptyLatentVideo, "704x1248 (960p, ~9:16)", 64, 64, 96, 1)[0]  # width/height unused
+    assert run(LuminaVideoMSEmptyLatentVideo, custom, 64, 96, 16, 1)[0]["samples"].shape == (1, 16, 4, 12, 8)
+    assert run(LuminaVideoMSEmptyLatentVideo, custom, 1248, 704, 96, 1)[0]["samples"].shape == (1, 16, 24, 88, 156)
+    assert run(LuminaVideoMSEmptyLatentVideo, custom, 32, 32, 1, 1)[0]["samples"].shape == (1, 16, 1, 4, 4)
+    official = run(LuminaVideoMSEmptyLatentVideo, "704x1248 (960p, ~9:16)", 64, 64, 96, 1)[0]  # width/height unused
     assert official["samples"].shape == (1, 16, 24, 156, 88)
     with pytest.raises(ValueError, match=r"frame count 10 is not valid .* use 9 or 16"):
-        run(LuminaVideoEmptyLatentVideo, custom, 64, 64, 10, 1)
+        run(LuminaVideoMSEmptyLatentVideo, custom, 64, 64, 10, 1)
     with pytest.raises(ValueError, match=r"width 70 is not a positive multiple of 8 .* use 64 or 72"):
-        run(LuminaVideoEmptyLatentVideo, custom, 70, 64, 16, 1)
-    assert LuminaVideoEmptyLatentVideo.validate_inputs("1280x720", 64, 64, 16).startswith(
+        run(LuminaVideoMSEmptyLatentVideo, custom, 70, 64, 16, 1)
+    assert LuminaVideoMSEmptyLatentVideo.validate_inputs("1280x720", 64, 64, 16).startswith(
         "resolution '1280x720' is not one of the official sizes")
-    combo = next(spec for spec in LuminaVideoEmptyLatentVideo.define_schema().inputs if spec.id == "resolution")
+    combo = next(spec for spec in LuminaVideoMSEmptyLatentVideo.define_schema().inputs if spec.id == "resolution")
     assert combo.options[0] == combo.default == custom and "1248x704 (960p, ~16:9)" in combo.options
 
 
@@ -406,14 +408,14 @@ class Untouchable:
 def node_verdict(width, height, frames, schedule):
     """(node, message) of the nodes' first refusal, or (None, None): Empty Latent Video at queue time (it knows
     no schedule), then the sampler, before it touches the model or the captions."""
-    verdict = LuminaVideoEmptyLatentVideo.validate_inputs(CUSTOM_RESOLUTION, width, height, frames)
+    verdict = LuminaVideoMSEmptyLatentVideo.validate_inputs(CUSTOM_RESOLUTION, width, height, frames)
     if verdict is not True:
         return "empty latent", verdict
-    latent = run(LuminaVideoEmptyLatentVideo, CUSTOM_RESOLUTION, width, height, frames, 1)[0]
-    config = run(LuminaVideoSchedulePreset, schedule, 0)[0]
+    latent = run(LuminaVideoMSEmptyLatentVideo, CUSTOM_RESOLUTION, width, height, frames, 1)[0]
+    config = run(LuminaVideoMSSchedulePreset, schedule, 0)[0]
     stand_in = Untouchable()
     try:
-        run(LuminaVideoSampler, stand_in, stand_in, stand_in, latent, config, 0)
+        run(LuminaVideoMSSampler, stand_in, stand_in, stand_in, latent, config, 0)
     except SizeCheckPassed:
         return None, None
     except ValueError as error:
@@ -436,12 +438,12 @@ def test_nodes_refuse_what_the_command_line_refuses_in_the_same_words(width, hei
 
 
 def test_vae_decode_gives_frames_and_a_video():
-    vae = run(LuminaVideoVAELoader, DEMO, "default")[0]
+    vae = run(LuminaVideoMSVAELoader, DEMO, "default")[0]
     latents = torch.randn(2, 16, 2, 4, 4, generator=torch.Generator().manual_seed(0))
-    images, video = run(LuminaVideoVAEDecode, vae, {"samples": latents}, "off", 12.0)
+    images, video = run(LuminaVideoMSVAEDecode, vae, {"samples": latents}, "off", 12.0)
     assert images.shape == (16, 32, 32, 3) and images.dtype == torch.float32
     assert images.min() >= 0.0 and images.max() <= 1.0
-    single, _ = run(LuminaVideoVAEDecode, vae, {"samples": latents[1:]}, "off", 12.0)
+    single, _ = run(LuminaVideoMSVAEDecode, vae, {"samples": latents[1:]}, "off", 12.0)
     torch.testing.assert_close(images[8:], single, atol=1e-5, rtol=0)
     components = video.get_components()
     assert torch.equal(components.images, images) and components.frame_rate == 12
@@ -455,9 +457,9 @@ def test_vae_loader_weight_dtype_picks_the_decoder_dtype():
     latents = torch.randn(1, 16, 2, 4, 4, generator=torch.Generator().manual_seed(0))
     frames = {}
     for choice, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        vae = run(LuminaVideoVAELoader, DEMO, choice)[0]
+        vae = run(LuminaVideoMSVAELoader, DEMO, choice)[0]
         assert next(vae.model.inner.parameters()).dtype == dtype
-        frames[choice] = run(LuminaVideoVAEDecode, vae, {"samples": latents}, "off", 8.0)[0]
+        frames[choice] = run(LuminaVideoMSVAEDecode, vae, {"samples": latents}, "off", 8.0)[0]
     assert frames["bf16"].dtype == torch.float32
     psnr = -10 * torch.log10(((frames["bf16"] - frames["fp32"]) ** 2).mean())
     assert psnr > 35
@@ -474,17 +476,17 @@ def test_text_encode_splits_prompt_and_negative_rows(captions):
 
 
 def test_motion_nodes():
-    assert run(LuminaVideoMotionScore, 6.0) == (6.0,)
+    assert run(LuminaVideoMSMotionScore, 6.0) == (6.0,)
     texture = np.random.default_rng(0).random((64, 160, 3)).astype(np.float32)
     frames = np.stack([np.roll(texture, 3 * i, axis=1) for i in range(3)])  # 3 px per frame, 2 fps = 0.5 s apart
     with pytest.warns(UserWarning, match="shorter than"):
-        score = run(LuminaVideoMotionScoreFromVideo, torch.from_numpy(frames), 2.0)[0]
+        score = run(LuminaVideoMSMotionScoreFromVideo, torch.from_numpy(frames), 2.0)[0]
     with pytest.warns(UserWarning, match="shorter than"):
         expected = motion_score(frames, fps=2.0)
     assert score == expected
     assert score == pytest.approx(3 * 576 / 160 / 2, rel=0.2)  # d px per 0.5 s at 576 wide scores d / 2
     with pytest.raises(ValueError, match="shorter than 0.5 s"):
-        run(LuminaVideoMotionScoreFromVideo, torch.from_numpy(frames[:1]), 2.0)
+        run(LuminaVideoMSMotionScoreFromVideo, torch.from_numpy(frames[:1]), 2.0)
 
 
 # -- loaders from ComfyUI's model folders ---------------------------------------------------------
@@ -494,32 +496,32 @@ def test_model_loader_lists_and_loads_files_and_official_folders(model, tmp_path
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "diffusion_models",
                         ([str(tmp_path)], folder_paths.supported_pt_extensions))
     monkeypatch.setattr(folder_paths, "filename_list_cache", {})
-    combo = next(spec for spec in LuminaVideoModelLoader.define_schema().inputs if spec.id == "model_name")
+    combo = next(spec for spec in LuminaVideoMSModelLoader.define_schema().inputs if spec.id == "model_name")
     assert combo.options == [DEMO, "Lumina-Official", "single.safetensors"]
     expected = network(model).state_dict()
     for name in combo.options[1:]:
-        patcher = run(LuminaVideoModelLoader, name, "fp32")[0]
+        patcher = run(LuminaVideoMSModelLoader, name, "fp32")[0]
         assert isinstance(patcher, comfy.model_patcher.ModelPatcher)
         assert patcher.load_device == comfy.model_management.get_torch_device()
         loaded = network(patcher).state_dict()
         assert loaded.keys() == expected.keys() and all(torch.equal(loaded[k], expected[k]) for k in expected)
-    bf16 = run(LuminaVideoModelLoader, "single.safetensors", "bf16")[0]
+    bf16 = run(LuminaVideoMSModelLoader, "single.safetensors", "bf16")[0]
     assert next(network(bf16).parameters()).dtype == torch.bfloat16
     with pytest.raises(FileNotFoundError, match=r"'missing.safetensors' is not a file or model folder"):
-        run(LuminaVideoModelLoader, "missing.safetensors", "default")
+        run(LuminaVideoMSModelLoader, "missing.safetensors", "default")
 
 
 def test_bf16_weights_compute_in_bf16_on_a_cpu_with_bf16_instructions(model, captions, latent, monkeypatch):
     """ComfyUI computes bf16 weights in fp32 on every CPU; the loader lets a CPU with bf16 matrix instructions
     compute them in bf16, where that is the faster path (lumina_core.precision)."""
     monkeypatch.setattr(native_module, "native_bf16", lambda device: False)
-    assert network(run(LuminaVideoModelLoader, DEMO, "bf16")[0]).compute_dtype == torch.float32
+    assert network(run(LuminaVideoMSModelLoader, DEMO, "bf16")[0]).compute_dtype == torch.float32
     monkeypatch.setattr(native_module, "native_bf16", lambda device: True)
-    fast = run(LuminaVideoModelLoader, DEMO, "bf16")[0]
+    fast = run(LuminaVideoMSModelLoader, DEMO, "bf16")[0]
     assert network(fast).compute_dtype == torch.bfloat16
     positive, negative = captions
-    samples = run(LuminaVideoSampler, fast, positive, negative, latent, chain(), 3)[0]["samples"]
-    exact = run(LuminaVideoSampler, model, positive, negative, latent, chain(), 3)[0]["samples"]
+    samples = run(LuminaVideoMSSampler, fast, positive, negative, latent, chain(), 3)[0]["samples"]
+    exact = run(LuminaVideoMSSampler, model, positive, negative, latent, chain(), 3)[0]["samples"]
     assert samples.dtype == torch.float32
     # bf16 rounds each activation by up to 0.4%; over these 7 guided steps the latent moved 2.4% of its largest
     # value from fp32's (measured). Another seed or prompt moves it by about the latent's own size.
@@ -532,4 +534,4 @@ def test_text_encoder_file_without_tokenizer_names_the_fix(tmp_path, monkeypatch
                         ([str(tmp_path)], folder_paths.supported_pt_extensions))
     monkeypatch.setattr(folder_paths, "filename_list_cache", {})
     with pytest.raises(ValueError, match=r"single file without a tokenizer; pick the folder"):
-        run(LuminaVideoTextEncoderLoader, "gemma.safetensors", SAME_FOLDER, "default")
+        run(LuminaVideoMSTextEncoderLoader, "gemma.safetensors", SAME_FOLDER, "default")

@@ -19,16 +19,16 @@ from lumina_video_pack.lumina_core.limits import MIN_BUDGET_SECONDS
 from lumina_video_pack.lumina_core.sampling import SampleConfig
 from lumina_video_pack.lumina_core.sizes import CUSTOM_RESOLUTION
 from lumina_video_pack.nodes import sampler as sampler_module
-from lumina_video_pack.nodes.budget import DEFAULT_CAPTION_TOKENS, LuminaVideoScheduleForTimeBudget
+from lumina_video_pack.nodes.budget import DEFAULT_CAPTION_TOKENS, LuminaVideoMSScheduleForTimeBudget
 from lumina_video_pack.nodes.loaders import (
-    LuminaVideoVAELoader,
+    LuminaVideoMSVAELoader,
 )
 from lumina_video_pack.nodes.model_files import DEMO
 from lumina_video_pack.nodes.native import lumina_video_model
 from lumina_video_pack.nodes.routes import plan
-from lumina_video_pack.nodes.sampler import LuminaVideoSampler
+from lumina_video_pack.nodes.sampler import LuminaVideoMSSampler
 from lumina_video_pack.nodes.schedule import preset_config
-from lumina_video_pack.nodes.video import LuminaVideoEmptyLatentVideo
+from lumina_video_pack.nodes.video import LuminaVideoMSEmptyLatentVideo
 from PIL import Image
 
 SIZE = {"resolution": CUSTOM_RESOLUTION, "width": 32, "height": 32, "frames": 8, "batch_size": 1}
@@ -47,11 +47,11 @@ def captions():
 
 @pytest.fixture(scope="module")
 def latent():
-    return run(LuminaVideoEmptyLatentVideo, *SIZE.values())[0]
+    return run(LuminaVideoMSEmptyLatentVideo, *SIZE.values())[0]
 
 
 def budget(model, latent, seconds, positive=None):
-    return run(LuminaVideoScheduleForTimeBudget, model, latent, BASE, seconds, positive)
+    return run(LuminaVideoMSScheduleForTimeBudget, model, latent, BASE, seconds, positive)
 
 
 def test_the_node_calibrates_once_then_fits_the_base_into_the_budget(model, latent, captions, monkeypatch):
@@ -118,15 +118,15 @@ def test_the_plan_route_shows_the_budget_node_s_schedule(model, latent):
 def test_the_sampler_sends_one_draft_at_the_end_of_the_first_stage_and_the_same_latent(model, latent, captions,
                                                                                        monkeypatch):
     positive, negative = captions
-    vae = run(LuminaVideoVAELoader, DEMO, "default")[0]
+    vae = run(LuminaVideoMSVAELoader, DEMO, "default")[0]
     sent, steps = [], []
     monkeypatch.setattr(sampler_module, "send_draft", lambda data: sent.append((data, len(steps))))
     monkeypatch.setattr("comfy.utils.PROGRESS_BAR_HOOK", lambda value, total, preview, node_id=None:
                         steps.append(value))
-    plain = run(LuminaVideoSampler, model, positive, negative, latent, BASE, 5)[0]["samples"]
+    plain = run(LuminaVideoMSSampler, model, positive, negative, latent, BASE, 5)[0]["samples"]
     assert not sent
     steps.clear()
-    drafted = run(LuminaVideoSampler, model, positive, negative, latent, BASE, 5, vae)[0]["samples"]
+    drafted = run(LuminaVideoMSSampler, model, positive, negative, latent, BASE, 5, vae)[0]["samples"]
     assert torch.equal(plain, drafted)  # a draft only reads the sampler's tensors: an exact contract
     [(data, shown_after)] = sent
     assert shown_after == draft_call(BASE)  # before the progress of its own call, with the fine stages to come
@@ -147,11 +147,11 @@ def test_the_sampler_sends_one_draft_at_the_end_of_the_first_stage_and_the_same_
 
 def test_a_one_stage_schedule_sends_no_draft(model, latent, captions, monkeypatch):
     positive, negative = captions
-    vae = run(LuminaVideoVAELoader, DEMO, "default")[0]
+    vae = run(LuminaVideoMSVAELoader, DEMO, "default")[0]
     sent = []
     monkeypatch.setattr(sampler_module, "send_draft", sent.append)
     single = SampleConfig.from_official({"P": "1x2", "step": 3, "ts": 3.0, "cfg": 4.0})
-    run(LuminaVideoSampler, model, positive, negative, latent, single, 5, vae)
+    run(LuminaVideoMSSampler, model, positive, negative, latent, single, 5, vae)
     assert not sent
 
 

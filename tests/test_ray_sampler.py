@@ -19,11 +19,11 @@ from comfy.cli_args import LatentPreviewMethod
 from comfy_host import COMFYUI_PATH, IN_CI
 from conftest import relative_error
 from lumina_video_pack.lumina_core.parallel import ray_ranks
-from lumina_video_pack.nodes.ray_sampler import LuminaVideoRaySampler
-from lumina_video_pack.nodes.sampler import STAGE_END, LuminaVideoSampler
-from lumina_video_pack.nodes.schedule import LuminaVideoSchedulePreset
-from lumina_video_pack.nodes.step_cache import LuminaVideoStepCache
-from lumina_video_pack.nodes.video import LuminaVideoEmptyLatentVideo
+from lumina_video_pack.nodes.ray_sampler import LuminaVideoMSRaySampler
+from lumina_video_pack.nodes.sampler import STAGE_END, LuminaVideoMSSampler
+from lumina_video_pack.nodes.schedule import LuminaVideoMSSchedulePreset
+from lumina_video_pack.nodes.step_cache import LuminaVideoMSStepCache
+from lumina_video_pack.nodes.video import LuminaVideoMSEmptyLatentVideo
 
 try:
     import ray
@@ -55,24 +55,24 @@ def captions():
 
 @pytest.fixture(scope="module")
 def latent():
-    return run(LuminaVideoEmptyLatentVideo, "custom", 32, 32, 8, 1)[0]  # 2 latent frames of 4 x 4
+    return run(LuminaVideoMSEmptyLatentVideo, "custom", 32, 32, 8, 1)[0]  # 2 latent frames of 4 x 4
 
 
 @pytest.fixture(scope="module")
 def schedule():
-    return run(LuminaVideoSchedulePreset, "demo", 6)[0]  # 3 patch pairs, cfg truncated at t = 0.8
+    return run(LuminaVideoMSSchedulePreset, "demo", 6)[0]  # 3 patch pairs, cfg truncated at t = 0.8
 
 
 def test_equals_the_sampler_and_keeps_its_ranks(model, captions, latent, schedule):
     positive, negative = captions
     assert len({stage.patch for stage in schedule.stages}) == 3 and schedule.cfg[-1][1] == 0.0
-    expected = run(LuminaVideoSampler, model, positive, negative, latent, schedule, 5)[0]
-    out = run(LuminaVideoRaySampler, model, positive, negative, latent, schedule, 5, **RANKS)[0]
+    expected = run(LuminaVideoMSSampler, model, positive, negative, latent, schedule, 5)[0]
+    out = run(LuminaVideoMSRaySampler, model, positive, negative, latent, schedule, 5, **RANKS)[0]
     assert relative_error(out["samples"], expected["samples"]) < PARALLEL_TOL
     assert {k: v for k, v in out[STAGE_END].items() if k != "latent"} == \
         {k: v for k, v in expected[STAGE_END].items() if k != "latent"}
     ids = ray_ranks.rank_pool(2, "cpu").actor_ids
-    again = run(LuminaVideoRaySampler, model, positive, negative, latent, schedule, 5, **RANKS)[0]
+    again = run(LuminaVideoMSRaySampler, model, positive, negative, latent, schedule, 5, **RANKS)[0]
     assert ray_ranks.rank_pool(2, "cpu").actor_ids == ids
     assert torch.equal(again["samples"], out["samples"])
 
@@ -86,9 +86,9 @@ def test_weight_patches_reach_the_ranks(model, captions, latent, schedule):
     patched.add_patches({"diffusion_model." + key: (torch.randn(weights[key].shape, generator=generator) * 0.05,)
                          for key in keys}, 1.0)
     assert patched.patches
-    plain = run(LuminaVideoRaySampler, model, positive, negative, latent, schedule, 2, **RANKS)[0]["samples"]
-    expected = run(LuminaVideoSampler, patched, positive, negative, latent, schedule, 2)[0]["samples"]
-    out = run(LuminaVideoRaySampler, patched, positive, negative, latent, schedule, 2, **RANKS)[0]["samples"]
+    plain = run(LuminaVideoMSRaySampler, model, positive, negative, latent, schedule, 2, **RANKS)[0]["samples"]
+    expected = run(LuminaVideoMSSampler, patched, positive, negative, latent, schedule, 2)[0]["samples"]
+    out = run(LuminaVideoMSRaySampler, patched, positive, negative, latent, schedule, 2, **RANKS)[0]["samples"]
     comfy.model_management.unload_all_models()
     assert relative_error(out, expected) < PARALLEL_TOL
     assert relative_error(out, plain) > 1e-3  # the patch changed the result
@@ -100,7 +100,7 @@ def test_progress_and_previews(model, captions, latent, schedule, monkeypatch):
     monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK",
                         lambda value, total, preview, node_id=None: updates.append((value, total, preview)))
     monkeypatch.setattr(comfy.cli_args.args, "preview_method", LatentPreviewMethod.Latent2RGB)
-    run(LuminaVideoRaySampler, model, positive, negative, latent, schedule, 0, **RANKS)
+    run(LuminaVideoMSRaySampler, model, positive, negative, latent, schedule, 0, **RANKS)
     total = len(schedule.model_calls())
     assert [(value, count) for value, count, _ in updates] == [(i, total) for i in range(1, total + 1)]
     kind, image, _ = updates[-1][2]
@@ -112,12 +112,12 @@ def test_cancel_raises_comfyuis_interrupt_and_keeps_the_ranks(model, captions, l
     updates = []
     monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK",
                         lambda value, total, preview, node_id=None: updates.append(value))
-    run(LuminaVideoRaySampler, model, positive, negative, latent, schedule, 0, **RANKS)
+    run(LuminaVideoMSRaySampler, model, positive, negative, latent, schedule, 0, **RANKS)
     ids, updates[:] = ray_ranks.rank_pool(2, "cpu").actor_ids, []
     comfy.model_management.interrupt_current_processing(True)
     try:
         with pytest.raises(comfy.model_management.InterruptProcessingException):
-            run(LuminaVideoRaySampler, model, positive, negative, latent, schedule, 0, **RANKS)
+            run(LuminaVideoMSRaySampler, model, positive, negative, latent, schedule, 0, **RANKS)
         assert not comfy.model_management.processing_interrupted()  # consumed, as ComfyUI's own check does
     finally:
         comfy.model_management.interrupt_current_processing(False)
@@ -128,21 +128,21 @@ def test_cancel_raises_comfyuis_interrupt_and_keeps_the_ranks(model, captions, l
 def test_refusals_name_the_value_and_the_fix(model, captions, latent, schedule, monkeypatch):
     positive, negative = captions
     with pytest.raises(ValueError, match="ulysses=4 does not divide the model's 6 query heads"):
-        run(LuminaVideoRaySampler, model, positive, negative, latent, schedule, 0, 4, "ulysses=4", "cpu")
+        run(LuminaVideoMSRaySampler, model, positive, negative, latent, schedule, 0, 4, "ulysses=4", "cpu")
     with pytest.raises(ValueError, match=r"'cfg=2,ring=2' needs 4 ranks \(cfg x ulysses x ring\) but ranks is 2"):
-        run(LuminaVideoRaySampler, model, positive, negative, latent, schedule, 0, 2, "cfg=2,ring=2", "cpu")
+        run(LuminaVideoMSRaySampler, model, positive, negative, latent, schedule, 0, 2, "cfg=2,ring=2", "cpu")
     with pytest.raises(ValueError, match="device 'tpu' is unknown; use one of cpu, cuda"):
-        run(LuminaVideoRaySampler, model, positive, negative, latent, schedule, 0, 2, "auto", "tpu")
+        run(LuminaVideoMSRaySampler, model, positive, negative, latent, schedule, 0, 2, "auto", "tpu")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     cores = ray_ranks.cpu_cores()
     with pytest.raises(ValueError, match=f"ranks {cores + 1} on cpu is more than the {cores} CPU cores"):
-        run(LuminaVideoRaySampler, model, positive, negative, latent, schedule, 0, cores + 1, "auto", "cpu")
-    cached = run(LuminaVideoStepCache, model, 0.2, 0.0, 1.0)[0]
+        run(LuminaVideoMSRaySampler, model, positive, negative, latent, schedule, 0, cores + 1, "auto", "cpu")
+    cached = run(LuminaVideoMSStepCache, model, 0.2, 0.0, 1.0)[0]
     with pytest.raises(ValueError, match="Step Cache, which the Ray sampler does not run"):
-        run(LuminaVideoRaySampler, cached, positive, negative, latent, schedule, 0, **RANKS)
+        run(LuminaVideoMSRaySampler, cached, positive, negative, latent, schedule, 0, **RANKS)
     monkeypatch.setitem(sys.modules, "ray", None)  # as where Ray is not installed
     with pytest.raises(ImportError, match="`pip install ray`"):
-        run(LuminaVideoRaySampler, model, positive, negative, latent, schedule, 0, **RANKS)
+        run(LuminaVideoMSRaySampler, model, positive, negative, latent, schedule, 0, **RANKS)
 
 
 def test_cancel_while_the_ranks_start_and_the_idle_release_setting(model, captions, latent, schedule):
@@ -152,7 +152,7 @@ def test_cancel_while_the_ranks_start_and_the_idle_release_setting(model, captio
     comfy.model_management.interrupt_current_processing(True)
     try:
         with pytest.raises(comfy.model_management.InterruptProcessingException):
-            run(LuminaVideoRaySampler, model, positive, negative, latent, schedule, 0, **RANKS, idle_release_s=42)
+            run(LuminaVideoMSRaySampler, model, positive, negative, latent, schedule, 0, **RANKS, idle_release_s=42)
         assert not comfy.model_management.processing_interrupted()
     finally:
         comfy.model_management.interrupt_current_processing(False)

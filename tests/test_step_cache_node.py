@@ -14,11 +14,11 @@ from comfy_extras.nodes_custom_sampler import KSamplerSelect, RandomNoise, Sampl
 from lumina_video_pack.lumina_core.sampling import SampleConfig, sample, seeded_noise
 from lumina_video_pack.lumina_core.step_cache import StepCache
 from lumina_video_pack.lumina_core.vae import SCALING_FACTOR
-from lumina_video_pack.nodes.guidance import LuminaVideoGuider, LuminaVideoSigmas
+from lumina_video_pack.nodes.guidance import LuminaVideoMSGuider, LuminaVideoMSSigmas
 from lumina_video_pack.nodes.native import OfficialCall
-from lumina_video_pack.nodes.sampler import LuminaVideoSampler, LuminaVideoStageSampler, caption_rows
-from lumina_video_pack.nodes.step_cache import LuminaVideoStepCache
-from lumina_video_pack.nodes.video import LuminaVideoEmptyLatentVideo
+from lumina_video_pack.nodes.sampler import LuminaVideoMSSampler, LuminaVideoMSStageSampler, caption_rows
+from lumina_video_pack.nodes.step_cache import LuminaVideoMSStepCache
+from lumina_video_pack.nodes.video import LuminaVideoMSEmptyLatentVideo
 
 THRESHOLD = 0.3
 SCHEDULE = SampleConfig.from_official({"P": ["2x2", [0.1, "1x2"], [0.4, "1x1"]], "step": 40, "ts": 3.0,
@@ -41,7 +41,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def cached_model(model):
-    return run(LuminaVideoStepCache, model, THRESHOLD, 0.0, 1.0)[0]
+    return run(LuminaVideoMSStepCache, model, THRESHOLD, 0.0, 1.0)[0]
 
 
 @pytest.fixture(scope="module")
@@ -51,14 +51,14 @@ def captions():
 
 @pytest.fixture(scope="module")
 def latent():
-    return run(LuminaVideoEmptyLatentVideo, "custom", 64, 64, 16, 1)[0]  # the demo size: 4 latent frames of 8 x 8
+    return run(LuminaVideoMSEmptyLatentVideo, "custom", 64, 64, 16, 1)[0]  # the demo size: 4 latent frames of 8 x 8
 
 
 def core_sample(model, positive, negative, latent, seed=7):
     """SamplerCustomAdvanced(RandomNoise, Lumina-Video Guider, euler, Lumina-Video Sigmas)."""
-    guider = run(LuminaVideoGuider, model, positive, negative, SCHEDULE)[0]
+    guider = run(LuminaVideoMSGuider, model, positive, negative, SCHEDULE)[0]
     return run(SamplerCustomAdvanced, run(RandomNoise, seed)[0], guider, run(KSamplerSelect, "euler")[0],
-               run(LuminaVideoSigmas, SCHEDULE)[0], latent)[0]["samples"]
+               run(LuminaVideoMSSigmas, SCHEDULE)[0], latent)[0]["samples"]
 
 
 class CallLog:
@@ -121,7 +121,7 @@ def test_pack_samplers_honour_the_node(model, cached_model, captions, latent, ca
     positive, negative = captions
     schedule = SampleConfig.from_official({**SCHEDULE.to_official(), "cfg": [4.0, [0.4, 0.0]]})  # cfg per stage
     with caplog.at_level(logging.INFO):
-        whole = run(LuminaVideoSampler, cached_model, positive, negative, latent, schedule, 7)[0]["samples"]
+        whole = run(LuminaVideoMSSampler, cached_model, positive, negative, latent, schedule, 7)[0]["samples"]
     assert "Lumina-Video Step Cache (threshold 0.3): skipped " in caplog.text
     network = model.model.diffusion_model
     cond = caption_rows(positive, 1, network.config.cap_feat_dim, "positive")
@@ -132,7 +132,7 @@ def test_pack_samplers_honour_the_node(model, cached_model, captions, latent, ca
     assert cache.skipped > 0 and torch.equal(whole, direct / SCALING_FACTOR)
     chained = latent
     for stage, cfg in zip(schedule.stages, (4.0, 4.0, 0.0)):
-        chained = run(LuminaVideoStageSampler, cached_model, positive, negative, chained, 7, stage.patch,
+        chained = run(LuminaVideoMSStageSampler, cached_model, positive, negative, chained, 7, stage.patch,
                       stage.t_start, stage.t_end, schedule.steps, schedule.shift, cfg, 6.0, 2.0, -1.0)[0]
     assert torch.equal(chained["samples"], whole)
 
@@ -146,7 +146,7 @@ def test_cancel_stops_a_cached_run_at_the_next_call(cached_model, captions, late
     def sample_once():
         if path == "core sampler":
             return core_sample(cached_model, positive, negative, latent)
-        return run(LuminaVideoSampler, cached_model, positive, negative, latent, SCHEDULE, 7)
+        return run(LuminaVideoMSSampler, cached_model, positive, negative, latent, SCHEDULE, 7)
 
     cancel_after = 5  # real calls; the pack Sampler checks for a cancel after every step
     if path == "core sampler":
@@ -178,6 +178,6 @@ def test_cancel_stops_a_cached_run_at_the_next_call(cached_model, captions, late
 
 def test_settings_are_checked(model, cached_model):
     with pytest.raises(ValueError, match=r"start 0.8, end 0.2 is not 0 <= start <= end <= 1"):
-        run(LuminaVideoStepCache, model, 0.2, 0.8, 0.2)
+        run(LuminaVideoMSStepCache, model, 0.2, 0.8, 0.2)
     with pytest.raises(ValueError, match=r"already has a Lumina-Video Step Cache \(threshold 0.3\); chain one"):
-        run(LuminaVideoStepCache, cached_model, 0.5, 0.0, 1.0)
+        run(LuminaVideoMSStepCache, cached_model, 0.5, 0.0, 1.0)

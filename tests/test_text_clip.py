@@ -29,12 +29,12 @@ from lumina_video_pack.lumina_core.text import (
     apply_template,
     encode_prompts,
 )
-from lumina_video_pack.nodes.loaders import LuminaVideoModelLoader
+from lumina_video_pack.nodes.loaders import LuminaVideoMSModelLoader
 from lumina_video_pack.nodes.model_files import DEMO
-from lumina_video_pack.nodes.sampler import LuminaVideoSampler
-from lumina_video_pack.nodes.schedule import LuminaVideoSchedulePreset
-from lumina_video_pack.nodes.text import LuminaVideoTextEncodeCLIP, conditioning
-from lumina_video_pack.nodes.video import LuminaVideoEmptyLatentVideo
+from lumina_video_pack.nodes.sampler import LuminaVideoMSSampler
+from lumina_video_pack.nodes.schedule import LuminaVideoMSSchedulePreset
+from lumina_video_pack.nodes.text import LuminaVideoMSTextEncodeCLIP, conditioning
+from lumina_video_pack.nodes.video import LuminaVideoMSEmptyLatentVideo
 from transformers import Gemma2Config, Gemma2Model, GemmaTokenizer
 
 BOS, EOS = 2, 1
@@ -220,7 +220,7 @@ def clip(uncapped, spiece_model):
 
 
 def test_node_gives_the_official_rows_masks_and_padding(clip, uncapped, tokenizer):
-    positive, negative = run(LuminaVideoTextEncodeCLIP, clip, PROMPT, NEGATIVE)
+    positive, negative = run(LuminaVideoMSTextEncodeCLIP, clip, PROMPT, NEGATIVE)
     feats, mask = encode_prompts(uncapped, tokenizer, [PROMPT, NEGATIVE])
     for row, ((actual, extras),) in enumerate((positive, negative)):
         actual_mask = extras["attention_mask"]
@@ -233,7 +233,7 @@ def test_node_gives_the_official_rows_masks_and_padding(clip, uncapped, tokenize
 
 
 def test_node_prepends_the_video_template(clip):
-    ((feats, extras),), _ = run(LuminaVideoTextEncodeCLIP, clip, PROMPT, "")
+    ((feats, extras),), _ = run(LuminaVideoMSTextEncodeCLIP, clip, PROMPT, "")
     tokens = int(extras["attention_mask"].sum())
     bare = clip.encode_from_tokens(clip.tokenize(PROMPT, disable_weights=True))[0]
     templated = clip.encode_from_tokens(clip.tokenize(SYSTEM_PROMPT + PROMPT, disable_weights=True))[0]
@@ -244,7 +244,7 @@ def test_node_prepends_the_video_template(clip):
 def test_node_cuts_long_prompts_at_the_official_limit(clip, uncapped, tokenizer):
     long_prompt = " ".join([PROMPT] * 40)
     with pytest.warns(PromptTruncatedWarning, match=r"prompt is \d+ tokens .* over the official limit of 256"):
-        ((actual, extras),), _ = run(LuminaVideoTextEncodeCLIP, clip, long_prompt, NEGATIVE)
+        ((actual, extras),), _ = run(LuminaVideoMSTextEncodeCLIP, clip, long_prompt, NEGATIVE)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PromptTruncatedWarning)
         feats, mask = encode_prompts(uncapped, tokenizer, [long_prompt, NEGATIVE])
@@ -255,14 +255,14 @@ def test_node_cuts_long_prompts_at_the_official_limit(clip, uncapped, tokenizer)
 def test_node_output_samples_as_the_official_features_do(clip, uncapped, tokenizer):
     """Through the pack's sampler on the demo model (64-wide captions): the same latent as the official path's
     features, so padding (zeros here, pad-token features there) changes nothing."""
-    model = run(LuminaVideoModelLoader, DEMO, "default")[0]
-    latent = run(LuminaVideoEmptyLatentVideo, "custom", 32, 32, 8, 1)[0]
-    schedule = run(LuminaVideoSchedulePreset, "demo", 3)[0]
-    positive, negative = run(LuminaVideoTextEncodeCLIP, clip, PROMPT, NEGATIVE)
+    model = run(LuminaVideoMSModelLoader, DEMO, "default")[0]
+    latent = run(LuminaVideoMSEmptyLatentVideo, "custom", 32, 32, 8, 1)[0]
+    schedule = run(LuminaVideoMSSchedulePreset, "demo", 3)[0]
+    positive, negative = run(LuminaVideoMSTextEncodeCLIP, clip, PROMPT, NEGATIVE)
     feats, mask = encode_prompts(uncapped, tokenizer, [PROMPT, NEGATIVE])
     official = conditioning(feats[:1], mask[:1]), conditioning(feats[1:], mask[1:])
-    out = run(LuminaVideoSampler, model, positive, negative, latent, schedule, 3)[0]["samples"]
-    expected = run(LuminaVideoSampler, model, *official, latent, schedule, 3)[0]["samples"]
+    out = run(LuminaVideoMSSampler, model, positive, negative, latent, schedule, 3)[0]["samples"]
+    expected = run(LuminaVideoMSSampler, model, *official, latent, schedule, 3)[0]["samples"]
     assert out.isfinite().all() and relative_error(out, expected) <= 1e-5
 
 
@@ -277,14 +277,14 @@ def tiny_gemma3_clip(spiece_model):
 
 def test_node_refuses_other_text_encoders_and_layers_with_the_fix(clip, spiece_model):
     with pytest.raises(ValueError, match=r"clip is a \w+ holding gemma3_4b, not ComfyUI's Gemma-2-2B .* type lumina2"):
-        run(LuminaVideoTextEncodeCLIP, tiny_gemma3_clip(spiece_model), PROMPT, NEGATIVE)
+        run(LuminaVideoMSTextEncodeCLIP, tiny_gemma3_clip(spiece_model), PROMPT, NEGATIVE)
     with pytest.raises(ValueError, match="clip is missing .* gemma_2_2b"):
-        run(LuminaVideoTextEncodeCLIP, None, PROMPT, NEGATIVE)
+        run(LuminaVideoMSTextEncodeCLIP, None, PROMPT, NEGATIVE)
     last_layer = clip.clone()
     last_layer.clip_layer(-1)
     with pytest.raises(ValueError, match="stop at layer -1 .* reads Gemma-2 layer -2; remove CLIP Set Last Layer"):
-        run(LuminaVideoTextEncodeCLIP, last_layer, PROMPT, NEGATIVE)
+        run(LuminaVideoMSTextEncodeCLIP, last_layer, PROMPT, NEGATIVE)
     second_to_last = clip.clone()
     second_to_last.clip_layer(-2)
-    assert torch.equal(run(LuminaVideoTextEncodeCLIP, second_to_last, PROMPT, NEGATIVE)[0][0][0],
-                       run(LuminaVideoTextEncodeCLIP, clip, PROMPT, NEGATIVE)[0][0][0])
+    assert torch.equal(run(LuminaVideoMSTextEncodeCLIP, second_to_last, PROMPT, NEGATIVE)[0][0][0],
+                       run(LuminaVideoMSTextEncodeCLIP, clip, PROMPT, NEGATIVE)[0][0][0])

@@ -73,7 +73,7 @@ def test_odd_sizes_are_padded_by_one_pixel(tmp_path):
 
 
 def test_metadata_tags_are_readable_by_pyav_and_comfyui(tmp_path):
-    workflow = json.dumps({"nodes": [{"id": 1, "type": "LuminaVideoSampler"}]})
+    workflow = json.dumps({"nodes": [{"id": 1, "type": "LuminaVideoMSSampler"}]})
     metadata = {"prompt": {"1": {"class_type": "KSampler"}}, "workflow": workflow, "comment": "motion 6"}
     path = write_mp4(tmp_path / "tagged.mp4", smooth_clip(frames=2), fps=4, metadata=metadata)
     with av.open(str(path)) as container:

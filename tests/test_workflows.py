@@ -120,17 +120,43 @@ def test_note_says_which_files_go_where(path):
             assert name in notes, name
 
 
+LOCAL_FILES = {"lumina_video_demo_lora.safetensors"}
+"""Files a workflow names that have no download: the demo LoRA is one the user makes (its Note says how)."""
+
+
+@by_name
+def test_model_files_carry_download_metadata(path):
+    """Every loader that names a model file (not the demo entry, not a folder) carries ComfyUI's model metadata, so
+    the frontend's missing-models dialog offers the download: properties.models holds the file's name as the widget
+    has it, an https Hugging Face url ending in that name, and the loader's models folder. A workflow on real
+    weights names at least one such file (the CogVideoX-2b VAE): the folders the other loaders name have no single
+    download."""
+    workflow, offered = load(path), 0
+    for node in workflow["nodes"]:
+        name = node["widgets_values"][0] if node["type"] in FILE_FOLDERS else None
+        if name in (None, DEMO, *LOCAL_FILES) or not name.endswith(".safetensors"):
+            continue
+        models = node["properties"].get("models")
+        assert models, f"node {node['id']} ({node['type']}) names {name!r} without properties.models"
+        assert [model["name"] for model in models] == [name], (node["id"], models)
+        assert models[0]["url"].startswith("https://huggingface.co/") and models[0]["url"].endswith("/" + name)
+        assert models[0]["directory"] == FILE_FOLDERS[node["type"]], (node["id"], models[0])
+        offered += 1
+    loader_values = {node["widgets_values"][0] for node in workflow["nodes"] if node["type"] in LOADER_FOLDERS}
+    assert offered or loader_values == {DEMO}, "a workflow on real weights offers no download"
+
+
 @by_name
 def test_video_size_fits_every_schedule_it_uses(path):
     """What the nodes check at queue and run time (lumina_core.sizes), checked here for the full-size (never
     executed) settings. An official resolution keeps width and height equal to it, for the reduced runs."""
     workflow = load(path)
-    (latent,) = nodes_of(workflow, "LuminaVideoEmptyLatentVideo")
+    (latent,) = nodes_of(workflow, "LuminaVideoMSEmptyLatentVideo")
     resolution, width, height, frames, _ = latent["widgets_values"]
     assert resolution_size(resolution, width, height) == (width, height)
     schedules = [SampleConfig(stages=(Stage(*parse_patch(node["widgets_values"][2]), 0.0, 1.0),))
-                 for node in nodes_of(workflow, "LuminaVideoStageSampler")]
-    for node in nodes_of(workflow, "LuminaVideoSchedulePreset"):
+                 for node in nodes_of(workflow, "LuminaVideoMSStageSampler")]
+    for node in nodes_of(workflow, "LuminaVideoMSSchedulePreset"):
         preset = node["widgets_values"][0]
         schedules.append(SampleConfig.from_official(DEMO_SCHEDULE) if preset == "demo" else SampleConfig.preset(preset))
     assert schedules
@@ -157,6 +183,7 @@ def write_tiny_files(base: Path) -> None:
     from lumina_core import demo
     from lumina_core.checkpoint import OFFICIAL_WEIGHT_FILES, save_model
     from lumina_core.demo import build_tokenizer
+    from lumina_core.vae import CONFIG_METADATA_KEY
     from lumina_core.video_io import write_mp4
 
     files, models = files_by_folder(), base / "models"
@@ -180,7 +207,11 @@ def write_tiny_files(base: Path) -> None:
     vae = AutoencoderKLCogVideoX(block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=4,
                                  latent_channels=16, sample_height=96, sample_width=80).eval()
     for name in files["vae"]:
-        vae.save_pretrained(models / "vae" / name)
+        if name.endswith(".safetensors"):  # a single file carries its config as metadata
+            (models / "vae").mkdir(parents=True, exist_ok=True)
+            save_file(vae.state_dict(), models / "vae" / name, metadata={CONFIG_METADATA_KEY: vae.to_json_string()})
+        else:
+            vae.save_pretrained(models / "vae" / name)
     demo_weights = demo.load_demo().transformer.state_dict()  # LoRA examples patch the built-in demo model
     for name in files["loras"]:
         lora = {}
@@ -241,7 +272,7 @@ def validation_answers(server, object_info):
     removed from the queue before they start, and the blocker is interrupted."""
     blocker = to_api(load(WORKFLOW_DIR / "lumina_video_demo_cpu.json"), object_info)
     for node in blocker.values():
-        if node["class_type"] == "LuminaVideoSchedulePreset":
+        if node["class_type"] == "LuminaVideoMSSchedulePreset":
             node["inputs"]["steps"] = 1000
     blocker_id = server.queue(blocker)
     deadline = time.monotonic() + 60
@@ -276,7 +307,7 @@ def reduced(prompt: dict) -> dict:
     models. Steps, schedules, seeds and every other value stay as the workflow has them."""
     prompt = json.loads(json.dumps(prompt))
     for node in prompt.values():
-        if node["class_type"] == "LuminaVideoEmptyLatentVideo":
+        if node["class_type"] == "LuminaVideoMSEmptyLatentVideo":
             inputs = node["inputs"]
             inputs.update(resolution=CUSTOM_RESOLUTION, width=min(inputs["width"], 64),
                           height=min(inputs["height"], 64), frames=min(inputs["frames"], 16))
@@ -310,7 +341,7 @@ def test_reduced_prompt_runs_to_frames_and_a_video(server, runs, path):
     entry = runs[path.name]
     assert_success(entry)
     workflow = load(path)
-    (latent,) = nodes_of(workflow, "LuminaVideoEmptyLatentVideo")
+    (latent,) = nodes_of(workflow, "LuminaVideoMSEmptyLatentVideo")
     frames = min(latent["widgets_values"][3], 16)
     side = min(latent["widgets_values"][1], 64)
     outputs = {node["type"]: entry["outputs"].get(str(node["id"]), {}) for node in workflow["nodes"]}

@@ -14,6 +14,10 @@ TEXT_ENCODER = "LUMINA_VIDEO_TEXT_ENCODER"  # the pack's own: what core has no t
 SCHEDULE = "LUMINA_VIDEO_SCHEDULE"
 VAE = "LUMINA_VIDEO_VAE"
 
+NODE_ID_PREFIX = "LuminaVideoMS"
+"""What every node id of the pack starts with: no other node pack registers ids with it (the other Lumina-Video pack,
+greengerong/ComfyUI-Lumina-Video, registers LuminaVideoModelLoader, LuminaVideoSampler and LuminaVideoVAEDecode)."""
+
 DEMO_ENTRY = "lumina-video-demo (built-in)"
 """The loaders' entry for the built-in demo components (first in each loader's list; needs no file)."""
 SAME_FOLDER = "(from the text encoder folder)"
@@ -39,23 +43,23 @@ class NodeNames:
         return types[name]
 
 
-MODEL_LOADER = NodeNames("LuminaVideoModelLoader", ("model_name", "weight_dtype"), outputs=(("model", MODEL),))
-TEXT_ENCODER_LOADER = NodeNames("LuminaVideoTextEncoderLoader", ("text_encoder_name", "tokenizer", "weight_dtype"),
+MODEL_LOADER = NodeNames("LuminaVideoMSModelLoader", ("model_name", "weight_dtype"), outputs=(("model", MODEL),))
+TEXT_ENCODER_LOADER = NodeNames("LuminaVideoMSTextEncoderLoader", ("text_encoder_name", "tokenizer", "weight_dtype"),
                                 outputs=(("text_encoder", TEXT_ENCODER),))
-VAE_LOADER = NodeNames("LuminaVideoVAELoader", ("vae_name", "weight_dtype"), outputs=(("vae", VAE),))
-TEXT_ENCODE = NodeNames("LuminaVideoTextEncode", ("prompt", "negative_prompt"),
+VAE_LOADER = NodeNames("LuminaVideoMSVAELoader", ("vae_name", "weight_dtype"), outputs=(("vae", VAE),))
+TEXT_ENCODE = NodeNames("LuminaVideoMSTextEncode", ("prompt", "negative_prompt"),
                         inputs=(("text_encoder", TEXT_ENCODER),),
                         outputs=(("positive", CONDITIONING), ("negative", CONDITIONING)))
-SCHEDULE_JSON = NodeNames("LuminaVideoScheduleJSON", ("config",), outputs=(("schedule", SCHEDULE),))
-EMPTY_LATENT_VIDEO = NodeNames("LuminaVideoEmptyLatentVideo", ("resolution", "width", "height", "frames", "batch_size"),
-                               outputs=(("latent", LATENT),))
-STEP_CACHE = NodeNames("LuminaVideoStepCache", ("threshold", "start", "end"), inputs=(("model", MODEL),),
+SCHEDULE_JSON = NodeNames("LuminaVideoMSScheduleJSON", ("config",), outputs=(("schedule", SCHEDULE),))
+EMPTY_LATENT_VIDEO = NodeNames("LuminaVideoMSEmptyLatentVideo",
+                               ("resolution", "width", "height", "frames", "batch_size"), outputs=(("latent", LATENT),))
+STEP_CACHE = NodeNames("LuminaVideoMSStepCache", ("threshold", "start", "end"), inputs=(("model", MODEL),),
                        outputs=(("model", MODEL),))
-SAMPLER = NodeNames("LuminaVideoSampler", ("seed",),
+SAMPLER = NodeNames("LuminaVideoMSSampler", ("seed",),
                     inputs=(("model", MODEL), ("positive", CONDITIONING), ("negative", CONDITIONING),
                             ("latent", LATENT), ("schedule", SCHEDULE), ("draft_vae", VAE)),
                     outputs=(("latent", LATENT),), control_after="seed")
-VAE_DECODE = NodeNames("LuminaVideoVAEDecode", ("tiled", "fps"), inputs=(("vae", VAE), ("latent", LATENT)),
+VAE_DECODE = NodeNames("LuminaVideoMSVAEDecode", ("tiled", "fps"), inputs=(("vae", VAE), ("latent", LATENT)),
                        outputs=(("images", IMAGE), ("video", VIDEO)))
 PACK_NODES = (MODEL_LOADER, TEXT_ENCODER_LOADER, VAE_LOADER, TEXT_ENCODE, SCHEDULE_JSON, EMPTY_LATENT_VIDEO, STEP_CACHE,
               SAMPLER, VAE_DECODE)
