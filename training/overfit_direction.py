@@ -8,7 +8,7 @@ word at all, on a handful of clips it may memorise:
   (``--starts`` start positions per direction; 1 = the four centred paths only), encoded once with
   the shipped demo VAE, with the motion labels the data set uses (optical flow);
 - training: a copy of the demo NextDiT (``--init shipped`` or ``scratch``) with the demo recipe's
-  flow-matching loss and per-pair time shifts (lumina_core.train), on these clips only;
+  flow-matching loss and per-pair time shifts (training.train), on these clips only;
 - evaluation every ``--eval-every`` steps: for ``--eval-noises`` fixed noises, the four direction
   captions are sampled from the *same* noise (demo schedule, or the one trained patch pair),
   decoded, and the centroid track is measured as eval_demo measures it (demo_data.shape_direction).
@@ -48,11 +48,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lumina_core import demo, demo_data  # noqa: E402
+from lumina_core import demo  # noqa: E402
 from lumina_core.sampling import SampleConfig, sample, seeded_noise  # noqa: E402
 from lumina_core.text import apply_template, encode_prompts  # noqa: E402
-from lumina_core.train import build_training_transformer, flow_matching_loss, time_shift  # noqa: E402
 from lumina_core.vae import decode, encode  # noqa: E402
+from training import demo_data  # noqa: E402
+from training.train import build_training_transformer, flow_matching_loss, time_shift  # noqa: E402
 
 DIRECTIONS = tuple(demo_data.DIRECTIONS)
 WORDS = {"direction": DIRECTIONS, "colour": ("red", "green", "blue", "yellow")}  # the four words a run varies
