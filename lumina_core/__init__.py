@@ -6,7 +6,8 @@ time-aware values and stages), ``sampling`` (Euler ODE with multi-CFG and motion
 (Gemma-2 prompt features), ``vae`` (CogVideoX latents <-> frames), ``sizes`` (the video size rule and official
 resolutions), ``motion`` (optical-flow motion score), ``video_io``, ``cost`` (this machine's seconds per model
 call), ``budget`` (schedules fitted to a time budget), ``draft`` (a cheap look at the clip when the coarse stage ends)
-and ``limits`` (the bounds on what a user gives: widget ranges, JSON size, depth and finite numbers).
+``limits`` (the bounds on what a user gives: widget ranges, JSON size, depth and finite numbers) and
+``preview`` (latent-to-RGB maps for previews of every latent frame).
 
 Beside it, each in its own subpackage: ``app`` (the command line, ``python -m lumina_core``), ``parallel`` (one
 generation across processes: torchrun and Ray) and ``demo`` (the small trained demo models and their files). The
