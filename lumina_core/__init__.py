@@ -5,7 +5,7 @@ time-aware values and stages), ``sampling`` (Euler ODE with multi-CFG and motion
 (skipped model calls), ``checkpoint`` (official and single-file weights), ``precision`` (dtypes), ``text``
 (Gemma-2 prompt features), ``vae`` (CogVideoX latents <-> frames), ``sizes`` (the video size rule and official
 resolutions), ``motion`` (optical-flow motion score), ``video_io``, ``cost`` (this machine's seconds per model
-call), ``budget`` (schedules fitted to a time budget), ``draft`` (a cheap look at the clip when the coarse stage ends)
+call), ``budget`` (schedules fitted to a time budget), ``draft`` (a cheap look at the clip when the coarse stage ends),
 ``limits`` (the bounds on what a user gives: widget ranges, JSON size, depth and finite numbers) and
 ``preview`` (latent-to-RGB maps for previews of every latent frame).
 
