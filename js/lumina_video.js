@@ -171,7 +171,7 @@ function refreshLookup(node, kind, again = false) {
   state.asking = Boolean(request);
   if (!request) {
     state.answer = null;
-    node.setDirtyCanvas(true, true);
+    repaint(node);
     return;
   }
   postJson(route, request).then(
@@ -179,16 +179,24 @@ function refreshLookup(node, kind, again = false) {
       if (ticket !== state.ticket) return;
       state.answer = answer;
       state.asking = false;
-      node.setDirtyCanvas(true, true);
+      repaint(node);
     },
     (error) => {
       if (ticket !== state.ticket) return;
       state.answer = null;
       state.asking = false;
       state.failed = error.message ?? String(error);
-      node.setDirtyCanvas(true, true);
+      repaint(node);
     },
   );
+}
+
+// Shows a node's new answers. The classic renderer paints the pack's widgets on the graph's canvas, so marking the
+// node dirty is enough; the Vue node renderer (Comfy.VueNodes.Enabled) gives each such widget a small canvas of its
+// own, painted when it is mounted and again only through the widget's triggerDraw.
+function repaint(node) {
+  node.setDirtyCanvas(true, true);
+  for (const widget of node.widgets ?? []) if (DISPLAY_NAMES.has(widget.name)) widget.triggerDraw?.();
 }
 
 // Ask for what changed (and again for what failed) on every pack node of a graph: a widget or a link
@@ -239,6 +247,13 @@ function drawProblemFrame(node, ctx) {
   ctx.lineWidth = 3;
   ctx.strokeRect(-3, -title - 3, node.size[0] + 6, node.size[1] + title + 6);
   ctx.restore();
+}
+
+// The same frame in the Vue node renderer, which draws no node foreground: the outline of the node's element. The
+// canvas a display widget is painted on lies in that element there (in the classic renderer, in no node's element).
+function frameVueNode(canvas, node) {
+  const element = canvas.closest?.("[data-node-id]");
+  if (element) element.style.outline = refused(node) ? "3px solid #e04040" : "";
 }
 
 // Draws text word-wrapped to a width, at most `lines` lines.
@@ -380,6 +395,7 @@ const DISPLAY_WIDGETS = {
   LuminaVideoMSEmptyLatentVideo: { name: "lumina_latent_size", height: 40, draw: drawLatentSize },
   ...Object.fromEntries([...TIMELINE_NODES].map((type) => [type, { name: "lumina_timeline", height: HEIGHT, draw: drawTimeline }])),
 };
+const DISPLAY_NAMES = new Set(Object.values(DISPLAY_WIDGETS).map((display) => display.name));
 // Nodes whose widgets or links change what the pack's widgets show (the loader: the sampler's patch pairs).
 const WATCHED = new Set([...Object.keys(DISPLAY_WIDGETS), "LuminaVideoMSModelLoader"]);
 
@@ -414,7 +430,10 @@ app.registerExtension({
         serialize: false, // not in widgets_values
         options: { serialize: false }, // not in the prompt graphToPrompt builds
         computeSize: (width) => [width, display.height],
-        draw: (ctx, node, width, y) => display.draw(ctx, node, width, y),
+        draw: (ctx, node, width, y) => {
+          frameVueNode(ctx.canvas, node);
+          display.draw(ctx, node, width, y);
+        },
       });
     });
   },
