@@ -4,6 +4,8 @@
 # installs 2.13.0, the CPU-only build where there is no NVIDIA GPU (it says what and how big first).
 # When a ComfyUI source tree is found (COMFYUI_PATH, or ../shared/comfyui), its dependencies are
 # installed too so the host tests can boot it.
+# The newest ComfyUI frontend tested (tests/comfy_host.py NEWEST_FRONTEND) goes into .venv/frontends for the browser
+# tests; the pinned one (comfyui-frontend-package in .venv) is left as it is.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD"
