@@ -4,8 +4,6 @@
 # installs 2.13.0, the CPU-only build where there is no NVIDIA GPU (it says what and how big first).
 # When a ComfyUI source tree is found (COMFYUI_PATH, or ../shared/comfyui), its dependencies are
 # installed too so the host tests can boot it.
-# The newest ComfyUI frontend tested (tests/comfy_host.py NEWEST_FRONTEND) goes into .venv/frontends for the browser
-# tests; the pinned one (comfyui-frontend-package in .venv) is left as it is.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD"
@@ -37,21 +35,6 @@ python scripts/install_torch.py
 # the rest must not replace the torch chosen above
 python -c 'import importlib.metadata as m; print("torch==" + m.version("torch"))' > "$VENV/torch-constraint.txt"
 python -m pip install --quiet -r requirements-dev.txt "${CONSTRAINTS[@]}" -c "$VENV/torch-constraint.txt"
-# The newest ComfyUI frontend, beside the pinned one (the comfyui-frontend-package in .venv), for the browser tests
-# of both: its static files in .venv/frontends/VERSION (the version: NEWEST_FRONTEND in tests/comfy_host.py).
-FRONTEND="$(sed -n 's/^NEWEST_FRONTEND = "\([^"]*\)".*/\1/p' tests/comfy_host.py)"
-if [ ! -f "$VENV/frontends/$FRONTEND/index.html" ]; then
-  WHEELS="$(mktemp -d)"
-  if python -m pip download --quiet --no-deps -d "$WHEELS" "comfyui-frontend-package==$FRONTEND"; then
-    python -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$WHEELS"/*.whl "$WHEELS/x"
-    mkdir -p "$VENV/frontends"
-    rm -rf "$VENV/frontends/$FRONTEND"
-    mv "$WHEELS/x/comfyui_frontend_package/static" "$VENV/frontends/$FRONTEND"
-  else
-    echo "setup: could not download comfyui-frontend-package $FRONTEND (offline?); the browser tests skip it" >&2
-  fi
-  rm -rf "$WHEELS"
-fi
 python -c "import torch, einops, transformers, diffusers, cv2, av, safetensors" \
   || { echo "setup: the environment in $VENV is incomplete" >&2; exit 1; }
 echo "setup: ok ($VENV, torch $(python -c 'import torch; print(torch.__version__, "CUDA " + torch.version.cuda

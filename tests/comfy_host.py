@@ -40,7 +40,7 @@ def require_host() -> None:
 ROOT = Path(__file__).resolve().parents[1]
 NEWEST_FRONTEND = "1.58.1"  # the newest comfyui-frontend-package, tested beside the pinned one (in .venv)
 NEWEST_FRONTEND_ROOT = ROOT / ".venv" / "frontends" / NEWEST_FRONTEND
-"""The newest frontend's static files (for ``--front-end-root``): scripts/setup.sh reads NEWEST_FRONTEND above and
+"""The newest frontend's static files (for ``--front-end-root``): scripts/test.sh reads NEWEST_FRONTEND above and
 fetches that version's wheel into this folder."""
 LINK_NAME = "comfyui-lumina-video"
 BOOT_TIMEOUT_S = 300  # hang guards for a loaded machine, not speed checks

@@ -1,5 +1,5 @@
 """The page features in both node renderers of both frontends: the pinned comfyui-frontend-package (in .venv) and
-the newest one (NEWEST_FRONTEND, fetched by scripts/setup.sh into .venv/frontends), each with the classic LiteGraph
+the newest one (NEWEST_FRONTEND, fetched by scripts/test.sh into .venv/frontends), each with the classic LiteGraph
 renderer and the Vue node renderer (setting Comfy.VueNodes.Enabled). In each: the example workflows load with
 every node type known and no console error but the host's known ones, the Sampler's timeline shows the server's
 plan (a bar per stage with its patch pair and model calls), Empty Latent Video shows its latent size, and a size
@@ -137,7 +137,7 @@ def view(request, browser, hosts):
     frontend, renderer = request.param
     root = FRONTENDS[frontend]
     if root is not None and not (root / "index.html").is_file():
-        missing = (f"the newest frontend ({NEWEST_FRONTEND}) is not in {root}: run scripts/setup.sh (it downloads "
+        missing = (f"the newest frontend ({NEWEST_FRONTEND}) is not in {root}: run scripts/test.sh (it downloads "
                    f"comfyui-frontend-package=={NEWEST_FRONTEND})")
         if IN_CI:
             pytest.fail(f"CI is set but {missing}", pytrace=False)
