@@ -283,6 +283,31 @@ def test_torch_compile_node_compiles_the_model(model, captions):
     assert relative_error(out, eager) < SAME_PATH_TOL
 
 
+def test_torch_compile_node_compiles_once_per_patch_pair_and_batch(model, captions, monkeypatch):
+    """TorchCompileModel on the native MODEL (its backend swapped for one that counts graphs and runs them
+    eagerly: inductor is too slow for this): the run compiles at most one graph per patch pair and batch
+    shape of the demo schedule, and a second run with another seed compiles nothing."""
+    graphs = []
+
+    def counting(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    original = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda *args, **kwargs: original(*args, **{**kwargs, "backend": counting}))
+    torch._dynamo.reset()
+    positive, negative = captions
+    schedule = demo_schedule(8)
+    small = run(LuminaVideoMSEmptyLatentVideo, "custom", 32, 32, 8, 1)[0]
+    compiled = run(TorchCompileModel, model, "inductor")[0]
+    core_sample(compiled, positive, negative, schedule, small, seed=6)
+    first = len(graphs)
+    core_sample(compiled, positive, negative, schedule, small, seed=7)
+    torch._dynamo.reset()
+    assert 1 <= first <= 4  # 2x2, 1x2 and 1x1 with the negative row, 1x1 without it
+    assert len(graphs) == first
+
+
 def test_fp8_storage_halves_the_weights_and_stays_close(model, captions, latent):
     positive, negative = captions
     schedule = demo_schedule(6)
