@@ -166,6 +166,9 @@ class LuminaVideoDiT(NextDiT):
         self.manual_compute_dtype = compute_dtype
         self.default_schedule: SampleConfig = default_schedule
         self.set_attention_function(comfy_attention)
+        # Inference only; a LoRA's patched weights come without grad, and torch.compile guards on requires_grad
+        # (without this, one recompile per patch pair at the first LoRA).
+        self.requires_grad_(False)
 
     @property
     def compute_dtype(self) -> torch.dtype:
