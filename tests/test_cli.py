@@ -57,6 +57,7 @@ def no_model_loads(monkeypatch):
     (["--parallel", "cfg=4"], "--parallel: parallel degree cfg=4 is not 1 or 2"),
     (["--parallel", "ulysses=two"], "--parallel: parallel plan 'ulysses=two': ulysses='two' is not a whole number"),
     (["--parallel", "auto", "--cache", "0.2"], "--cache does not work with --parallel"),
+    (["--parallel", "auto", "--compile"], "--compile does not work with --parallel yet"),
     (["--motion", "nan"], "argument --motion: 'nan' is not a finite number"),
     (["--neg-motion=-inf"], "argument --neg-motion: '-inf' is not a finite number"),
     (["--fps", "nan"], "argument --fps: 'nan' is not a finite number"),

@@ -13,6 +13,7 @@ from conftest import relative_error
 from lumina_core.demo import DEMO_SCHEDULE, TRANSFORMER_CONFIG
 from lumina_core.model import NextDiT
 from lumina_core.sampling import SampleConfig, sample
+from lumina_core.step_cache import StepCache
 
 # The demo schedule (three patch pairs, cfg truncation at t = 0.8: batch 2 -> 1) in 8 steps.
 SCHEDULE = SampleConfig.from_official({**DEMO_SCHEDULE, "step": 8}, name="demo")
@@ -45,10 +46,10 @@ def caption(length: int, seed: int):
     return feats, torch.ones(1, length, dtype=torch.long)
 
 
-def generate(model, size, seed: int, caption_length: int = 7) -> torch.Tensor:
+def generate(model, size, seed: int, caption_length: int = 7, cache=None) -> torch.Tensor:
     noise = torch.randn(1, TRANSFORMER_CONFIG.in_channels, *size, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        return sample(model, noise, caption(caption_length, seed), caption(3, seed + 1), SCHEDULE)
+        return sample(model, noise, caption(caption_length, seed), caption(3, seed + 1), SCHEDULE, cache=cache)
 
 
 def new_graphs(counter: GraphCounter, run) -> int:
@@ -75,6 +76,17 @@ def test_second_run_compiles_nothing_and_a_new_size_once(model, how):
     assert new_graphs(counter, lambda: generate(compiled, (4, 8, 8), seed=1)) == 0
     assert new_graphs(counter, lambda: generate(compiled, (8, 16, 12), seed=2, caption_length=9)) <= GRAPHS_PER_SIZE
     assert new_graphs(counter, lambda: generate(compiled, (4, 12, 16), seed=3, caption_length=5)) == 0
+
+
+def test_step_cache_on_a_compiled_model_compiles_nothing_more(model):
+    """The step cache skips calls outside the model: the calls it lets through compile as without it, and a
+    second cached run compiles nothing."""
+    counter = GraphCounter()
+    compiled = torch.compile(model, backend=counter)
+    cached = new_graphs(counter, lambda: generate(compiled, (4, 8, 8), seed=0, cache=StepCache(0.3)))
+    assert 1 <= cached <= GRAPHS_PER_SIZE
+    assert new_graphs(counter, lambda: generate(compiled, (4, 8, 8), seed=1, cache=StepCache(0.3))) == 0
+    assert new_graphs(counter, lambda: generate(compiled, (4, 8, 8), seed=2)) == 0
 
 
 def test_block_path_is_one_graph_without_breaks(model):
