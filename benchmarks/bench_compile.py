@@ -9,7 +9,8 @@ at that size and a call at a new size compile, and the steady-state time of a co
 with random bf16 weights at 1024x512, 32 frames (latent [2, 16, 8, 64, 128]), for a GPU. Each pair runs its
 first call, a second call with other values (0 graphs expected), then ``--repeats`` eager and compiled calls
 alternating (the ratio is the median of adjacent ratios, which cancels most drift of a shared machine), then
-one call at the new size (frames, height, width and caption length changed; at most one graph expected).
+one call at the new size (frames, height, width and caption length changed; 0 graphs expected: the lengths
+are marked dynamic).
 """
 
 import argparse

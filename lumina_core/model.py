@@ -508,6 +508,9 @@ class NextDiT(nn.Module):
         [B, L, hd/2]: patch values [B, L, F*P*P*C]. key_mask [B, Lk] (True = attend; None = all) masks the
         self-attention keys; Lk may exceed L when another process holds the other tokens."""
         final = self.all_final_layer[patch_key(patch_size, f_patch_size)]
+        for tensor in (h, freqs, key_mask, y, y_mask):  # token and caption lengths: dynamic from the first compile
+            if tensor is not None:
+                torch._dynamo.maybe_mark_dynamic(tensor, 1)
         return (self.compiled_blocks or self.run_blocks)(h, freqs, key_mask, y, y_mask, c, final)
 
     def run_blocks(self, h: torch.Tensor, freqs: torch.Tensor, key_mask: Optional[torch.Tensor], y: torch.Tensor,
@@ -523,9 +526,9 @@ class NextDiT(nn.Module):
 
         Whole (default): :meth:`run_blocks` as one graph per patch pair and batch shape. ``regional``: each
         block on its own (blocks share code, so one block's graph serves all of them: compiling is several
-        times faster, the speed-up a little smaller). The first call at a new size pays the compile time;
-        sizes that vary (frames, height, width, caption length) become dynamic after their first change, so
-        a third size compiles nothing. :meth:`uncompile` restores eager."""
+        times faster, the speed-up a little smaller). The first call pays the compile time; the token and
+        caption lengths (frames, height, width, prompt) are marked dynamic, so a new size compiles nothing.
+        :meth:`uncompile` restores eager."""
         self.uncompile()
         if regional:
             for layer in self.layers:
