@@ -330,6 +330,7 @@ class NextDiT(nn.Module):
         self.pad_token = nn.Parameter(torch.empty(config.dim, **factory))
         self._rope_tables: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self.token_runner: Optional[TokenRunner] = None
+        self.compiled_blocks: Optional[Callable[..., torch.Tensor]] = None
         if init_weights:
             self.initialize_weights()
 
@@ -444,7 +445,20 @@ class NextDiT(nn.Module):
             raise ValueError("a caption row has no tokens (mask all zero); every row needs at least the BOS token")
 
     # -- forward -----------------------------------------------------------------------------
+    # torch.compile of the whole model (ComfyUI's TorchCompileModel does that) traces none of forward's own
+    # Python: checks, the RoPE cache and a data-dependent check run eagerly (_prepare, _finish), and only the
+    # frame the block path runs in, run_blocks, becomes a graph: one per patch pair and batch shape, with no
+    # guard on the cache and no graph break.
+    @torch.compiler.disable(recursive=False)
     def forward(self, x, t, cap_feats, cap_mask, motion_score, patch_size: int, f_patch_size: int):
+        h, freqs, x_mask, y, y_mask, c, layout = self._prepare(x, t, cap_feats, cap_mask, motion_score,
+                                                               patch_size, f_patch_size)
+        out = (self.token_runner or self.run_tokens)(h, freqs, x_mask, y, y_mask, c, patch_size, f_patch_size)
+        return self._finish(out, layout, patch_size, f_patch_size)
+
+    @torch.compiler.disable
+    def _prepare(self, x, t, cap_feats, cap_mask, motion_score, patch_size: int, f_patch_size: int):
+        """Checks, patches, RoPE tables, masks, conditioning and the patch embedding, run eagerly."""
         self.check_patch(patch_size, f_patch_size)
         is_tensor = isinstance(x, torch.Tensor)
         items = list(x.unbind(0)) if is_tensor else list(x)
@@ -477,21 +491,56 @@ class NextDiT(nn.Module):
         # Padded caption positions are zeroed so that no value there (even inf/nan) can leak.
         y = torch.where(y_mask[..., None], cap_feats.to(device, dtype), 0.0)
         c = self.condition(t.to(device), y, y_mask, motion_score).to(dtype)
-
         h = self.all_x_embedder[patch_key(patch_size, f_patch_size)](x_seq)
-        out = (self.token_runner or self.run_tokens)(h, freqs, x_mask, y, y_mask, c, patch_size, f_patch_size)
+        return h, freqs, x_mask, y, y_mask, c, (is_tensor, sizes, lengths)
 
+    @torch.compiler.disable
+    def _finish(self, out: torch.Tensor, layout, patch_size: int, f_patch_size: int):
+        """Patch values back to latents (a batch tensor or a list, as the input came)."""
+        is_tensor, sizes, lengths = layout
         outputs = [self._unpatchify(out[i, :n], sizes[i], patch_size, f_patch_size) for i, n in enumerate(lengths)]
         return torch.stack(outputs) if is_tensor else outputs
 
+    @torch.compiler.disable(recursive=False)
     def run_tokens(self, h: torch.Tensor, freqs: torch.Tensor, key_mask: Optional[torch.Tensor], y: torch.Tensor,
                    y_mask: torch.Tensor, c: torch.Tensor, patch_size: int, f_patch_size: int) -> torch.Tensor:
         """The blocks and the final layer on embedded tokens h [B, L, dim] with their RoPE table freqs
         [B, L, hd/2]: patch values [B, L, F*P*P*C]. key_mask [B, Lk] (True = attend; None = all) masks the
         self-attention keys; Lk may exceed L when another process holds the other tokens."""
+        final = self.all_final_layer[patch_key(patch_size, f_patch_size)]
+        for tensor in (h, freqs, key_mask, y, y_mask):  # token and caption lengths: dynamic from the first compile
+            if tensor is not None:
+                torch._dynamo.maybe_mark_dynamic(tensor, 1)
+        return (self.compiled_blocks or self.run_blocks)(h, freqs, key_mask, y, y_mask, c, final)
+
+    def run_blocks(self, h: torch.Tensor, freqs: torch.Tensor, key_mask: Optional[torch.Tensor], y: torch.Tensor,
+                   y_mask: torch.Tensor, c: torch.Tensor, final: FinalLayer) -> torch.Tensor:
+        """The region :meth:`compile_blocks` compiles: tensors and the patch pair's final layer in, patch
+        values out; no checks, no caches, no Python-side branching on values."""
         for layer in self.layers:
             h = layer(h, freqs, key_mask, y, y_mask, c)
-        return self.all_final_layer[patch_key(patch_size, f_patch_size)](h, c)
+        return final(h, c)
+
+    def compile_blocks(self, regional: bool = False, **options) -> None:
+        """torch.compile the block path (``options`` go to torch.compile: backend, mode, dynamic, ...).
+
+        Whole (default): :meth:`run_blocks` as one graph per patch pair and batch shape. ``regional``: each
+        block on its own (blocks share code, so one block's graph serves all of them: compiling is several
+        times faster, the speed-up a little smaller). The first call pays the compile time; the token and
+        caption lengths (frames, height, width, prompt) are marked dynamic, so a new size compiles nothing.
+        :meth:`uncompile` restores eager."""
+        self.uncompile()
+        if regional:
+            for layer in self.layers:
+                layer.compile(**options)
+        else:
+            self.compiled_blocks = torch.compile(self.run_blocks, **options)
+
+    def uncompile(self) -> None:
+        """Drop what :meth:`compile_blocks` compiled (eager again)."""
+        self.compiled_blocks = None
+        for layer in self.layers:
+            layer._compiled_call_impl = None
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())

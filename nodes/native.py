@@ -28,7 +28,7 @@ import comfy.model_sampling
 import comfy.patcher_extension
 import comfy.supported_models_base
 import torch
-from comfy.ldm.modules.attention import optimized_attention_masked
+from comfy.ldm.modules.attention import attention_pytorch, optimized_attention_masked
 
 from ..lumina_core.model import NextDiT, NextDiTConfig
 from ..lumina_core.precision import native_bf16
@@ -110,7 +110,9 @@ class CONDPaddedTokens(comfy.conds.CONDRegular):
 # -- the network -------------------------------------------------------------------------------------------
 def comfy_attention(q, k, v, key_mask):
     """lumina_core's attention contract through ComfyUI's chosen attention (pytorch, sage, xformers, ...):
-    grouped KV heads are repeated and the key mask becomes an additive one."""
+    grouped KV heads are repeated and the key mask becomes an additive one. Under torch.compile it is PyTorch
+    SDPA, which compiles into the block graph (split and sub-quadratic attention ask for free memory, a graph
+    break in every block)."""
     if k.shape[1] != q.shape[1]:
         repeat = q.shape[1] // k.shape[1]
         k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
@@ -118,7 +120,8 @@ def comfy_attention(q, k, v, key_mask):
     if key_mask is not None:
         mask = torch.zeros(key_mask.shape, dtype=q.dtype, device=q.device).masked_fill(~key_mask, -math.inf)
         mask = mask[:, None, None, :]
-    return optimized_attention_masked(q, k, v, q.shape[1], mask=mask, skip_reshape=True, skip_output_reshape=True)
+    attend = attention_pytorch if torch.compiler.is_compiling() else optimized_attention_masked
+    return attend(q, k, v, q.shape[1], mask=mask, skip_reshape=True, skip_output_reshape=True)
 
 
 def official_time(sigma: torch.Tensor, schedule: SampleConfig) -> float:
@@ -163,11 +166,17 @@ class LuminaVideoDiT(NextDiT):
         self.manual_compute_dtype = compute_dtype
         self.default_schedule: SampleConfig = default_schedule
         self.set_attention_function(comfy_attention)
+        # Inference only; a LoRA's patched weights come without grad, and torch.compile guards on requires_grad
+        # (without this, one recompile per patch pair at the first LoRA).
+        self.requires_grad_(False)
 
     @property
     def compute_dtype(self) -> torch.dtype:
         return self.manual_compute_dtype or self.dtype or super().compute_dtype
 
+    # ComfyUI's TorchCompileModel compiles this forward: like NextDiT.forward, its own Python (the wrappers, the
+    # schedule's t and stage, per-row motion) runs eagerly and only the block path becomes a graph.
+    @torch.compiler.disable(recursive=False)
     def forward(self, x, timesteps, context, attention_mask=None, motion=None, motion_role=None,
                 transformer_options={}, **kwargs):  # noqa: B006 (ComfyUI's calling convention)
         return comfy.patcher_extension.WrapperExecutor.new_class_executor(
@@ -183,15 +192,23 @@ class LuminaVideoDiT(NextDiT):
         t = official_time(timesteps, schedule)
         return schedule, t, stage_at(schedule, t)
 
+    @torch.compiler.disable(recursive=False)
     def _forward(self, x, timesteps, context, attention_mask, motion, motion_role, transformer_options, **kwargs):
+        t_rows, attention_mask, scores, stage = self._call_inputs(x, timesteps, context, attention_mask, motion,
+                                                                  motion_role, transformer_options)
+        velocity = NextDiT.forward(self, x, t_rows, context, attention_mask, scores, stage.patch_size,
+                                   stage.f_patch_size)
+        return -velocity
+
+    @torch.compiler.disable
+    def _call_inputs(self, x, timesteps, context, attention_mask, motion, motion_role, transformer_options):
+        """NextDiT.forward's t rows, caption mask, motion scores and stage for one ComfyUI call."""
         schedule, t, stage = self.call_point(timesteps, transformer_options)
         batch = x.shape[0]
         scores = row_motion(schedule, t, motion, motion_role, batch)
         if attention_mask is None:
             attention_mask = torch.ones(context.shape[:2], dtype=torch.long, device=x.device)
-        velocity = NextDiT.forward(self, x, torch.full((batch,), t, device=x.device), context, attention_mask,
-                                   scores.to(x.device, torch.float32), stage.patch_size, stage.f_patch_size)
-        return -velocity
+        return torch.full((batch,), t, device=x.device), attention_mask, scores.to(x.device, torch.float32), stage
 
 
 # -- BaseModel and its config ---------------------------------------------------------------------------------

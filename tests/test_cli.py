@@ -14,6 +14,7 @@ from size_rule import SIZE_TABLE, cli_verdict
 
 from lumina_core import demo
 from lumina_core.app import cli
+from lumina_core.model import NextDiT
 from lumina_core.precision import resolve_dtype
 
 ROOT = Path(__file__).resolve().parents[1]  # the CLI runs from the repository, as the README says
@@ -56,6 +57,7 @@ def no_model_loads(monkeypatch):
     (["--parallel", "cfg=4"], "--parallel: parallel degree cfg=4 is not 1 or 2"),
     (["--parallel", "ulysses=two"], "--parallel: parallel plan 'ulysses=two': ulysses='two' is not a whole number"),
     (["--parallel", "auto", "--cache", "0.2"], "--cache does not work with --parallel"),
+    (["--parallel", "auto", "--compile"], "--compile does not work with --parallel yet"),
     (["--motion", "nan"], "argument --motion: 'nan' is not a finite number"),
     (["--neg-motion=-inf"], "argument --neg-motion: '-inf' is not a finite number"),
     (["--fps", "nan"], "argument --fps: 'nan' is not a finite number"),
@@ -144,6 +146,26 @@ def test_cache_flag_skips_calls_says_so_and_puts_the_cache_node_in_the_graph(tmp
     assert cache_node["inputs"] == {"threshold": 0.3, "start": 0.0, "end": 1.0, "model": ["1", 0]}
     sampler = next(node for node in prompt.values() if node["class_type"] == "LuminaVideoMSSampler")
     assert sampler["inputs"]["model"] == [cache_id, 0]
+
+
+def test_compile_flag_compiles_the_blocks(tmp_path, monkeypatch):
+    """--compile regional reaches NextDiT.compile_blocks and the run goes through the compiled blocks (the
+    eager backend stands in for inductor, which is too slow for a test)."""
+    compiled = []
+
+    def compile_blocks(model, regional=False, **options):
+        compiled.append(regional)
+        original(model, regional=regional, backend="eager")
+
+    original = NextDiT.compile_blocks
+    monkeypatch.setattr(NextDiT, "compile_blocks", compile_blocks)
+    graphs_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    out = tmp_path / "clip.mp4"
+    cli.main(["generate", "--prompt", "a red circle moving left", "--steps", "4", "--compile", "regional",
+              "--out", str(out)])
+    assert compiled == [True] and out.exists()
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > graphs_before
+    torch._dynamo.reset()
 
 
 @pytest.mark.parametrize("avx512_bf16, amx, expected", [(True, False, "bf16"), (False, True, "bf16"),

@@ -283,6 +283,67 @@ def test_torch_compile_node_compiles_the_model(model, captions):
     assert relative_error(out, eager) < SAME_PATH_TOL
 
 
+@pytest.fixture
+def graph_counter(monkeypatch):
+    """The graphs torch.compile compiles (TorchCompileModel's backend swapped for one that counts graphs and
+    runs them eagerly: inductor is too slow for these tests)."""
+    graphs = []
+
+    def counting(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    original = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda *args, **kwargs: original(*args, **{**kwargs, "backend": counting}))
+    torch._dynamo.reset()
+    yield graphs
+    torch._dynamo.reset()
+    comfy.model_management.unload_all_models()
+
+
+GRAPHS_PER_SIZE = 4  # the demo schedule's patch pair and batch shapes: 2x2, 1x2, 1x1 with the negative row, 1x1
+
+
+def test_torch_compile_node_compiles_once_per_patch_pair_and_batch(model, captions, graph_counter):
+    """TorchCompileModel on the native MODEL: the run compiles at most one graph per patch pair and batch
+    shape of the demo schedule, and a second run with another seed compiles nothing."""
+    positive, negative = captions
+    schedule = demo_schedule(8)
+    small = run(LuminaVideoMSEmptyLatentVideo, "custom", 32, 32, 8, 1)[0]
+    compiled = run(TorchCompileModel, model, "inductor")[0]
+    core_sample(compiled, positive, negative, schedule, small, seed=6)
+    first = len(graph_counter)
+    core_sample(compiled, positive, negative, schedule, small, seed=7)
+    assert 1 <= first <= GRAPHS_PER_SIZE
+    assert len(graph_counter) == first
+
+
+def test_torch_compile_node_with_lora_strengths_and_fp8(model, captions, graph_counter, tmp_path, monkeypatch):
+    """A LoRA on the compiled model, at two strengths, changes the weights and the video but compiles
+    nothing (weights are graph inputs, not constants); fp8 weights compile their own graphs (another weight
+    dtype) just as few, and a second fp8 run compiles nothing."""
+    import folder_paths
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(tmp_path)], {".safetensors"}))
+    monkeypatch.setattr(folder_paths, "filename_list_cache", {})
+    positive, negative = captions
+    schedule = demo_schedule(8)
+    small = run(LuminaVideoMSEmptyLatentVideo, "custom", 32, 32, 8, 1)[0]
+    compiled = run(TorchCompileModel, model, "inductor")[0]
+    base = core_sample(compiled, positive, negative, schedule, small, seed=6)["samples"]
+    first = len(graph_counter)
+    lora_file(model, tmp_path / "random.safetensors", scale=0.05)
+    outs = [core_sample(LoraLoaderModelOnly().load_lora_model_only(compiled, "random.safetensors", strength)[0],
+                        positive, negative, schedule, small, seed=6)["samples"] for strength in (0.5, 1.0)]
+    assert len(graph_counter) == first
+    assert relative_error(outs[0], base) > 1e-4 and relative_error(outs[1], outs[0]) > 1e-4
+    fp8 = run(TorchCompileModel, run(LuminaVideoMSModelLoader, DEMO, "fp8_e4m3fn")[0], "inductor")[0]
+    core_sample(fp8, positive, negative, schedule, small, seed=6)
+    fp8_graphs = len(graph_counter) - first
+    core_sample(fp8, positive, negative, schedule, small, seed=7)
+    assert 1 <= fp8_graphs <= GRAPHS_PER_SIZE
+    assert len(graph_counter) == first + fp8_graphs
+
+
 def test_fp8_storage_halves_the_weights_and_stays_close(model, captions, latent):
     positive, negative = captions
     schedule = demo_schedule(6)

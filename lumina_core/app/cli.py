@@ -45,6 +45,9 @@ def finite_float(text: str) -> float:
     return value
 
 
+COMPILE_MODES = ("whole", "regional")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lumina_core", description="Lumina-Video on the command line.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -80,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "where the device computes it natively (a CPU with AVX512-BF16 or AMX, a CUDA GPU with "
                           "bf16), else fp32")
     gen.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    gen.add_argument("--compile", nargs="?", const="whole", choices=COMPILE_MODES, metavar="{whole,regional}",
+                     help="torch.compile the transformer's blocks (default inductor backend; pays off on GPUs): "
+                          "whole (the default with a bare --compile) makes one graph per patch pair and batch "
+                          "shape, regional one per block, faster to compile. The first run at a size pays the compile "
+                          "time (README: Compile); another seed or size compiles nothing")
     gen.add_argument("--time-budget", type=finite_float, metavar="SECONDS",
                      help="fit the schedule into this many seconds of sampling (the model calls only; loading, text "
                           "encoding and decoding come on top): the same stages and switch points on a coarser grid, "
@@ -193,6 +201,9 @@ def check_parallel_args(args) -> None:
         if value is not None:
             raise UsageError(f"{flag} does not work with --parallel (it predicts or times single-process calls); "
                              f"drop {flag} or --parallel")
+    if args.compile is not None:
+        raise UsageError("--compile does not work with --parallel yet (the sequence-parallel attention's "
+                         "collectives are untested under torch.compile); drop --compile or --parallel")
     try:
         ParallelPlan.parse(args.parallel, world_size=1)
     except ValueError as error:
@@ -288,6 +299,8 @@ def generate(args) -> Path | None:
     captions = encode_request(model, text_model, tokenizer, request)
     if args.time_budget is not None:
         config = fit_time_budget(args, model, captions, request, config)
+    if args.compile is not None:  # after the budget's calibration, which measures eager calls
+        model.compile_blocks(regional=args.compile == "regional")
     draft_seconds = []
 
     def write_draft(latent, info):
