@@ -21,6 +21,7 @@ from tqdm import tqdm
 from .. import demo
 from ..checkpoint import load_model
 from ..limits import is_finite_number
+from ..lora import merge_lora, parse_lora_arg
 from ..parallel import TORCHRUN_ENV, ParallelPlan, check_plan, init_process_group, parallel_sample, rank_share
 from ..precision import AUTO, DTYPES, resolve_dtype
 from ..sampling import OFFICIAL_PRESETS, SampleConfig
@@ -62,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--text-encoder", type=Path, help="Gemma-2 folder or .safetensors; default: demo encoder")
     gen.add_argument("--tokenizer", type=Path, help="tokenizer folder (needed with a single-file text encoder)")
     gen.add_argument("--vae", type=Path, help="CogVideoX VAE folder or .safetensors; default: demo VAE")
+    gen.add_argument("--lora", action="append", default=[], metavar="FILE[:STRENGTH]",
+                     help="a LoRA .safetensors (e.g. from finetune) merged into the transformer at STRENGTH "
+                          "(default 1; 0 = off); repeat the flag to stack several")
     gen.add_argument("--schedule", help="preset name (" + ", ".join(OFFICIAL_PRESETS) + ") or an official "
                      "sample-config JSON object; default: the demo schedule, or f16F64R512-MultiScale with --model")
     gen.add_argument("--steps", type=int, help="override the schedule's step count")
@@ -118,6 +122,21 @@ def component_dtypes(args) -> dict[str, str]:
     return {"transformer": name, "text_encoder": "fp32" if name == "fp16" else name, "vae": name}
 
 
+def lora_files(args) -> list[tuple[Path, float]]:
+    """--lora values as (file, strength), each file checked to exist and be a .safetensors."""
+    loras = []
+    for text in args.lora:
+        try:
+            path, strength = parse_lora_arg(text)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        if path.suffix.lower() != ".safetensors" or not path.is_file():
+            raise UsageError(f"--lora {text}: {path} is not an existing .safetensors file; give FILE[:STRENGTH], "
+                             "e.g. style.safetensors:0.8")
+        loras.append((path, strength))
+    return loras
+
+
 def check_paths(args) -> None:
     for flag in ("model", "text_encoder", "tokenizer", "vae"):
         path = getattr(args, flag)
@@ -160,6 +179,7 @@ def resolve_settings(args) -> tuple[SampleConfig, "VideoRequest", float, StepCac
     from .pipeline import VideoRequest
 
     check_paths(args)
+    lora_files(args)
     cache = step_cache(args.cache)
     use_demo = args.model is None
     config = resolve_schedule(args.schedule, use_demo)
@@ -282,6 +302,9 @@ def generate(args) -> Path | None:
     dtypes = component_dtypes(args)
     start = time.perf_counter()
     model, text_model, tokenizer, vae = load_components(args)
+    loras = lora_files(args)
+    for path, strength in loras:
+        merge_lora(model, path, strength)
     check_request(model, request, config)
     parallel = start_parallel(args, model, config) if args.parallel is not None else None
     rank = 0 if parallel is None else parallel[1]
@@ -323,7 +346,8 @@ def generate(args) -> Path | None:
                             width=request.width, height=request.height, frames=request.frames, fps=fps,
                             schedule=config.to_official(), model=args.model, text_encoder=args.text_encoder,
                             tokenizer=args.tokenizer, vae=args.vae, weight_dtype=dtypes["transformer"],
-                            text_encoder_dtype=dtypes["text_encoder"], vae_dtype=dtypes["vae"], cache=args.cache)
+                            text_encoder_dtype=dtypes["text_encoder"], vae_dtype=dtypes["vae"], cache=args.cache,
+                            loras=tuple((str(path), strength) for path, strength in loras))
     metadata = workflow_metadata(graph)
     video = write_mp4(args.out, frames.numpy(), fps, metadata=metadata)
     sheet = write_contact_sheet(args.out.with_suffix(".png"), frames.numpy(), metadata=metadata)
