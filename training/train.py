@@ -40,8 +40,8 @@ from tqdm import tqdm
 
 from lumina_core import demo
 from lumina_core.checkpoint import save_model
+from lumina_core.flow_matching import flow_matching_loss, time_shift
 from lumina_core.model import NextDiT
-from lumina_core.schedule import shift_time
 from lumina_core.text import encode_prompts
 from lumina_core.vae import CONFIG_METADATA_KEY, decode, encode, load_vae
 
@@ -332,39 +332,6 @@ def draw_batch(encoded: dict, videos: int, images: int, generator: torch.Generat
             motion = torch.full((count,), -1.0)
         parts.append({"latents": encoded[f"{kind}_latents"][index], "rows": rows, "motion": motion})
     return parts
-
-
-def time_shift(pair: tuple[int, int], pairs, video: bool) -> float:
-    """How far a patch pair's training t is pushed towards noise (official recipe, train_exps/*/task.py:
-    the video stages train with time shift 2, 4 and 8 from the finest to the coarsest patch pair, so each
-    pair sees mostly the noise levels at which the multi-scale schedule runs it; images use 1)."""
-    if not video:
-        return 1.0
-    by_tokens = sorted(pairs, key=lambda p: p[0] * p[0] * p[1])  # finest (most tokens) first
-    return 2.0 ** (by_tokens.index(tuple(pair)) + 1)
-
-
-def flow_matching_loss(model, x1: torch.Tensor, feats: torch.Tensor, mask: torch.Tensor, motion: torch.Tensor,
-                       patch_size: int, f_patch_size: int, generator: torch.Generator, shift: float = 1.0,
-                       bf16: bool = False) -> torch.Tensor:
-    """Per-item loss MSE + (1 - cosine similarity) of the predicted velocity (Lumina-Video recipe).
-
-    t = shift_time(u, shift) with u ~ U[0, 1] (0 = noise, 1 = data), x_t = t x1 + (1 - t) x0 with
-    x0 ~ N(0, I), target x1 - x0: the velocity lumina_core.sampling integrates from t = 0 to t = 1.
-    Noise and t are drawn on the CPU generator (the same numbers on every device) and moved to x1's
-    device. ``bf16`` runs the model under bfloat16 autocast (weights and loss stay float32).
-    """
-    batch, device = x1.shape[0], x1.device
-    t = shift_time(torch.rand(batch, generator=generator), shift).to(device)
-    x0 = torch.randn(x1.shape, generator=generator).to(device)
-    t_ = t.view(-1, 1, 1, 1, 1)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        velocity = model(t_ * x1 + (1 - t_) * x0, t, feats, mask, motion.to(device), patch_size, f_patch_size)
-    target = (x1 - x0).flatten(1)
-    predicted = velocity.float().flatten(1)
-    mse = (predicted - target).pow(2).mean(dim=1)
-    cosine = F.cosine_similarity(predicted, target, dim=1)
-    return mse + 1 - cosine
 
 
 def training_step(model, optimizer, encoded: dict, patch: tuple[int, int], videos: int, images: int,
