@@ -22,13 +22,12 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from .flow_matching import EMPTY_CAPTION
 from .model import NextDiTConfig
 from .vae import SPATIAL_COMPRESSION, is_valid_frame_count, latent_count_for_frames
 
 CLIP_SUFFIXES = (".mp4",)
 STILL_SUFFIXES = (".png", ".jpg", ".jpeg")
-EMPTY_CAPTION = 0
-"""Row of the caption table holding the empty prompt (what caption dropout trains on)."""
 
 
 @dataclass(frozen=True)
@@ -147,7 +146,8 @@ def cache_samples(samples: Sequence[Sample], vae, text_model, tokenizer, width: 
     stills = [sample for sample in samples if not sample.is_clip]
     pixels = {sample.path: read_sample(sample, width, height, frames) for sample in samples}
     motion = [clip_motion(sample) for sample in clips]
-    captions = [""] + sorted({sample.caption for sample in samples})
+    captions = sorted({sample.caption for sample in samples})
+    captions.insert(EMPTY_CAPTION, "")
     row = {caption: index for index, caption in enumerate(captions)}
     feats, mask = encode_prompts(text_model, tokenizer, captions)
 

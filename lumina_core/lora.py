@@ -37,14 +37,14 @@ class LoRALinear(nn.Module):
     """A frozen linear plus a trainable low-rank update: ``base(x) + alpha / rank * up(down(x))``.
     ``up`` starts at zero, so a fresh LoRA leaves the model's output unchanged."""
 
-    def __init__(self, base: nn.Linear, rank: int, alpha: float):
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, generator: Optional[torch.Generator] = None):
         super().__init__()
         self.base = base
         self.rank, self.alpha = rank, float(alpha)
         factory = {"device": base.weight.device, "dtype": torch.float32}
         self.down = nn.Linear(base.in_features, rank, bias=False, **factory)
         self.up = nn.Linear(rank, base.out_features, bias=False, **factory)
-        nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
+        nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5), generator=generator)  # nn.Linear's own init
         nn.init.zeros_(self.up.weight)
 
     def delta(self) -> torch.Tensor:
@@ -73,19 +73,20 @@ def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
     return model.get_submodule(path), leaf
 
 
-def add_lora(model: NextDiT, rank: int, alpha: Optional[float] = None) -> dict[str, LoRALinear]:
+def add_lora(model: NextDiT, rank: int, alpha: Optional[float] = None, seed: int = 0) -> dict[str, LoRALinear]:
     """Freeze ``model`` and wrap each target linear in a LoRALinear (in place); returns them by module name.
-    ``alpha`` defaults to ``rank`` (scale 1)."""
+    ``alpha`` defaults to ``rank`` (scale 1); ``seed`` draws the down projections (the same LoRA every run)."""
     alpha = float(rank if alpha is None else alpha)
     check_rank(rank, alpha)
     model.requires_grad_(False)
     layers = {}
+    generator = torch.Generator().manual_seed(seed)
     for name in target_names(model):
         parent, leaf = _parent(model, name)
         base = getattr(parent, leaf)
         if isinstance(base, LoRALinear):
             raise ValueError(f"{name} already carries a LoRA; add LoRA layers to a model once")
-        layers[name] = LoRALinear(base, rank, alpha)
+        layers[name] = LoRALinear(base, rank, alpha, generator)
         setattr(parent, leaf, layers[name])
     return layers
 

@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from lumina_core import demo
 from lumina_core.checkpoint import save_model
-from lumina_core.flow_matching import flow_matching_loss, time_shift
+from lumina_core.flow_matching import CAPTION_DROPOUT, MOTION_DROPOUT, time_shift, training_step
 from lumina_core.model import NextDiT
 from lumina_core.text import encode_prompts
 from lumina_core.vae import CONFIG_METADATA_KEY, decode, encode, load_vae
@@ -276,11 +276,6 @@ def report_vae(vae, seed: int, log_path: Path) -> float:
 # dit
 # ---------------------------------------------------------------------------------------------
 
-CAPTION_DROPOUT = 0.1  # share of samples trained on the empty prompt (what the negative prompt "" gives)
-MOTION_DROPOUT = 0.3  # share of clips whose motion score is replaced by -1 ("no motion condition")
-EMPTY_CAPTION = 0  # row of the caption table holding the empty prompt
-
-
 def load_text_components():
     """The frozen demo text encoder (seeded random tiny Gemma-2) and its word-level tokenizer."""
     tokenizer = demo.build_tokenizer()
@@ -309,51 +304,6 @@ def encode_dataset(data: dict, vae, text_model, tokenizer, batch: int = 16, prog
         "caption_feats": feats.float(),
         "caption_mask": mask,
     }
-
-
-def draw_batch(encoded: dict, videos: int, images: int, generator: torch.Generator,
-               caption_dropout: float = CAPTION_DROPOUT, motion_dropout: float = MOTION_DROPOUT) -> list[dict]:
-    """One joint batch as a list of parts (videos, stills), each {latents, caption rows, motion}.
-
-    Caption rows are replaced by the empty prompt with p = caption_dropout; clip motion scores by
-    -1 with p = motion_dropout; stills always carry -1 (they have no motion to condition on).
-    """
-    parts = []
-    for kind, count in (("clip", videos), ("image", images)):
-        if count <= 0 or len(encoded[f"{kind}_latents"]) == 0:
-            continue
-        index = torch.randint(len(encoded[f"{kind}_latents"]), (count,), generator=generator)
-        rows = encoded[f"{kind}_caption"][index].clone()
-        rows[torch.rand(count, generator=generator) < caption_dropout] = EMPTY_CAPTION
-        if kind == "clip":
-            motion = encoded["clip_motion"][index].clone()
-            motion[torch.rand(count, generator=generator) < motion_dropout] = -1.0
-        else:
-            motion = torch.full((count,), -1.0)
-        parts.append({"latents": encoded[f"{kind}_latents"][index], "rows": rows, "motion": motion})
-    return parts
-
-
-def training_step(model, optimizer, encoded: dict, patch: tuple[int, int], videos: int, images: int,
-                  generator: torch.Generator, caption_dropout: float = CAPTION_DROPOUT,
-                  motion_dropout: float = MOTION_DROPOUT, bf16: bool = False) -> float:
-    """One optimiser step on a joint video + still batch at one patch pair; returns the mean loss.
-    The encoded data set's tensors may live on any device (the model's); indices and noise come from the CPU
-    ``generator``, so a run draws the same batches on every device."""
-    patch_size, f_patch_size = patch
-    losses = []
-    for part in draw_batch(encoded, videos, images, generator, caption_dropout, motion_dropout):
-        rows = part["rows"].to(encoded["caption_feats"].device)
-        feats, mask = encoded["caption_feats"][rows], encoded["caption_mask"][rows]
-        shift = time_shift(patch, model.config.patch_pairs, video=part["latents"].shape[2] > 1)
-        losses.append(flow_matching_loss(model, part["latents"], feats, mask, part["motion"], patch_size,
-                                         f_patch_size, generator, shift, bf16))
-    loss = torch.cat(losses).mean()
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimizer.step()
-    return loss.item()
 
 
 def build_training_transformer(seed: int):

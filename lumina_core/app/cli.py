@@ -1,4 +1,6 @@
-"""Command line: ``python -m lumina_core generate --prompt TEXT --motion M --seed S --out FILE.mp4``.
+"""Command line: ``python -m lumina_core generate --prompt TEXT --motion M --seed S --out FILE.mp4`` (with
+``--lora FILE[:STRENGTH]``, repeatable), and ``python -m lumina_core finetune --data DIR --out FILE.safetensors``
+(a LoRA trained on captioned clips and stills, :mod:`lumina_core.app.finetune`).
 
 Defaults to the demo models (:mod:`lumina_core.demo`); ``--model``, ``--text-encoder``/``--tokenizer``
 and ``--vae`` switch to real files (e.g. the official 2B folder, Gemma-2-2B, CogVideoX-2b's VAE).
@@ -20,6 +22,7 @@ from tqdm import tqdm
 
 from .. import demo
 from ..checkpoint import load_model
+from ..flow_matching import MOTION_DROPOUT
 from ..limits import is_finite_number
 from ..lora import merge_lora, parse_lora_arg
 from ..parallel import TORCHRUN_ENV, ParallelPlan, check_plan, init_process_group, parallel_sample, rank_share
@@ -28,6 +31,7 @@ from ..sampling import OFFICIAL_PRESETS, SampleConfig
 from ..step_cache import MAX_THRESHOLD, StepCache
 
 if TYPE_CHECKING:
+    from .finetune import FinetuneSettings
     from .pipeline import VideoRequest
 
 
@@ -99,7 +103,49 @@ def build_parser() -> argparse.ArgumentParser:
                           "lumina_core generate ... --parallel PLAN): cfg=2,ulysses=2 style degrees whose product is N "
                           "(cfg: positive and negative rows on their own processes; ulysses, ring: the tokens split), "
                           "or auto; rank 0 writes the files. Not with --cache or --time-budget")
+    add_finetune_parser(commands)
     return parser
+
+
+def add_finetune_parser(commands) -> None:
+    tune = commands.add_parser("finetune", help="train a LoRA on a folder of captioned clips and stills")
+    tune.add_argument("--data", type=Path, required=True,
+                      help="folder of .mp4 clips and .png/.jpg stills, each with a same-named .txt caption")
+    tune.add_argument("--out", type=Path, required=True, help="the LoRA file to write (.safetensors); its cache, "
+                      "state and log go beside it (FILE.cache.pt, FILE.state.pt, FILE.log.txt)")
+    tune.add_argument("--model", type=Path, help="Lumina-Video checkpoint (folder or file); default: demo model")
+    tune.add_argument("--text-encoder", type=Path, help="Gemma-2 folder or .safetensors (with --model)")
+    tune.add_argument("--tokenizer", type=Path, help="tokenizer folder (with a single-file text encoder)")
+    tune.add_argument("--vae", type=Path, help="CogVideoX VAE folder or .safetensors (with --model)")
+    tune.add_argument("--steps", type=int, default=300, help="optimiser steps in all (default 300)")
+    tune.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
+    tune.add_argument("--alpha", type=finite_float, help="LoRA alpha (default: the rank, scale 1)")
+    tune.add_argument("--lr", type=finite_float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    tune.add_argument("--width", type=int, help="training width in pixels (default: 64 demo, 672 real)")
+    tune.add_argument("--height", type=int, help="training height in pixels (default: 64 demo, 384 real)")
+    tune.add_argument("--frames", type=int, help="frames per clip, 8m or 8m+1 (default 16)")
+    tune.add_argument("--videos", type=int, default=2, help="clips per step (default 2)")
+    tune.add_argument("--images", type=int, default=1, help="stills per step (default 1)")
+    tune.add_argument("--motion-dropout", type=finite_float, default=MOTION_DROPOUT,
+                      help=f"share of clips trained without their motion score (default {MOTION_DROPOUT})")
+    tune.add_argument("--minutes", type=finite_float, help="stop before this many minutes (resume later)")
+    tune.add_argument("--resume", action="store_true", help="continue from FILE.state.pt")
+    tune.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    tune.add_argument("--seed", type=int, default=0, help="seed of the batches, noise and t")
+
+
+def finetune_settings(args) -> "FinetuneSettings":
+    from .finetune import FinetuneSettings
+
+    use_demo = args.model is None
+    defaults = demo.DEMO_SIZE if use_demo else {"width": 672, "height": 384, "frames": 16}
+    size = {key: defaults[key] if getattr(args, key) is None else getattr(args, key)
+            for key in ("width", "height", "frames")}
+    return FinetuneSettings(data=args.data, out=args.out, model=args.model, text_encoder=args.text_encoder,
+                            tokenizer=args.tokenizer, vae=args.vae, steps=args.steps, rank=args.rank,
+                            alpha=args.alpha, lr=args.lr, videos=args.videos, images=args.images,
+                            motion_dropout=args.motion_dropout, minutes=args.minutes, resume=args.resume,
+                            device=args.device, seed=args.seed, **size)
 
 
 def resolve_schedule(text: str | None, use_demo: bool) -> SampleConfig:
@@ -365,6 +411,11 @@ def main(argv=None) -> int:
     try:
         if args.command == "generate":
             generate(args)
+        elif args.command == "finetune":
+            from .finetune import finetune
+
+            path = finetune(finetune_settings(args))
+            print(f"wrote {path}")
     except (UsageError, ValueError, FileNotFoundError) as error:
         parser.exit(2, f"error: {error}\n")
     return 0
