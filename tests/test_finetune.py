@@ -3,6 +3,7 @@ clips lower the flow-matching loss on them, a resumed run ends where an uninterr
 budget stops a run, and bad settings fail before any model loads."""
 
 import copy
+import re
 
 import pytest
 import torch
@@ -53,9 +54,10 @@ def test_a_few_steps_lower_the_loss_on_the_clips(data, tmp_path):
     before, after = data_loss(base, cached), data_loss(tuned, cached)
     assert after < 0.8 * before, (before, after)  # measured 1.16 -> 0.49
     log = out.with_suffix(".log.txt").read_text().splitlines()
-    steps = [line for line in log if line.startswith("step ")]
+    steps = [line for line in log if re.fullmatch(r"step \d+ patch \dx\d loss [\d.]+", line)]
     assert len(steps) == 30 and all(" patch " in line and " loss " in line for line in steps)
     assert {line.split()[3] for line in steps} == {"1x1", "1x2", "2x2"}  # every patch pair drawn
+    assert log[-2].startswith("step 30 mean loss per patch pair (last 50 each): 1x1=")
 
 
 def test_a_resumed_run_ends_where_an_uninterrupted_run_does(data, tmp_path):

@@ -8,7 +8,8 @@ VAE; a later run with the same files and settings reuses it. The second trains L
 one patch pair per iteration drawn uniformly from the model's pairs, that pair's time shift, joint clip + still
 batches, caption and motion dropout, gradient checkpointing, bf16 autocast where the device has bf16 matrix
 instructions. It stops after ``steps`` steps or before the ``minutes`` budget runs out, keeps resumable state
-in ``FILE.state.pt`` and logs every step's patch pair and loss to ``FILE.log.txt``; the LoRA goes to FILE.
+in ``FILE.state.pt`` and logs every step's patch pair and loss to ``FILE.log.txt`` (every 50 steps and at the end
+also the mean loss of each patch pair's last 50 steps); the LoRA goes to FILE.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ..model import NextDiT, NextDiTConfig
 from ..precision import native_bf16
 
 DEVICE_TENSORS = ("clip_latents", "image_latents", "caption_feats", "caption_mask")  # what a step reads on the device
+RECENT = 50  # steps per patch pair the log's running means cover
 
 
 @dataclass
@@ -210,6 +212,12 @@ def finetune(settings: FinetuneSettings) -> Path:
 
     deadline = None if settings.minutes is None else began + 60 * settings.minutes
     slowest = 0.0
+    recent = {f"{f}x{p}": [] for p, f in pairs}
+
+    def log_per_pair() -> None:
+        means = " ".join(f"{name}={sum(losses) / len(losses):.4f}" for name, losses in recent.items() if losses)
+        log(settings.log_path, f"step {step} mean loss per patch pair (last {RECENT} each): {means}")
+
     bar = tqdm(total=settings.steps, initial=step, desc="finetune")
     while step < settings.steps:
         if deadline is not None and time.monotonic() + 2 * slowest > deadline:
@@ -221,10 +229,15 @@ def finetune(settings: FinetuneSettings) -> Path:
                              settings.caption_dropout, settings.motion_dropout, bf16)
         step += 1
         slowest = max(slowest, time.monotonic() - started)
-        log(settings.log_path, f"step {step} patch {pair[1]}x{pair[0]} loss {loss:.5f}")
+        name = f"{pair[1]}x{pair[0]}"
+        recent[name] = (recent[name] + [loss])[-RECENT:]
+        log(settings.log_path, f"step {step} patch {name} loss {loss:.5f}")
+        if step % RECENT == 0:
+            log_per_pair()
         bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}", patch=f"{pair[1]}x{pair[0]}")
+        bar.set_postfix(loss=f"{loss:.4f}", patch=name)
     bar.close()
+    log_per_pair()
     save_state()
     metadata = {"base_model": str(settings.model or "lumina-video-demo"), "steps": step,
                 "recipe": json.dumps({**asdict(settings), "data": str(settings.data), "out": str(settings.out),
