@@ -6,8 +6,10 @@ time-aware values and stages), ``sampling`` (Euler ODE with multi-CFG and motion
 (Gemma-2 prompt features), ``vae`` (CogVideoX latents <-> frames), ``sizes`` (the video size rule and official
 resolutions), ``motion`` (optical-flow motion score), ``video_io``, ``cost`` (this machine's seconds per model
 call), ``budget`` (schedules fitted to a time budget), ``draft`` (a cheap look at the clip when the coarse stage ends),
-``limits`` (the bounds on what a user gives: widget ranges, JSON size, depth and finite numbers) and
-``preview`` (latent-to-RGB maps for previews of every latent frame).
+``limits`` (the bounds on what a user gives: widget ranges, JSON size, depth and finite numbers),
+``preview`` (latent-to-RGB maps for previews of every latent frame), ``lora`` (LoRA layers, files and merging),
+``flow_matching`` (the training recipe: batches, time shift, loss, one step) and ``finetune_data`` (a folder of
+captioned clips and stills cached as latents, caption features and motion scores).
 
 Beside it, each in its own subpackage: ``app`` (the command line, ``python -m lumina_core``), ``parallel`` (one
 generation across processes: torchrun and Ray) and ``demo`` (the small trained demo models and their files). The

@@ -187,3 +187,48 @@ def test_component_dtypes(monkeypatch, choice, native_bf16, expected):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     args = cli.build_parser().parse_args(["generate", "--prompt", "x", "--out", "v.mp4", "--dtype", choice])
     assert list(cli.component_dtypes(args).values()) == expected
+
+
+def test_lora_flag_merges_each_file_at_its_strength(tmp_path, monkeypatch):
+    """--lora FILE:0 samples what no LoRA samples, --lora FILE what the merged weights sample, two
+    --lora FILE:0.5 stack to FILE:1, and the file's graph chains one LoraLoaderModelOnly per --lora."""
+    import copy
+
+    from lumina_core.app import pipeline
+    from lumina_core.lora import add_lora, merge_lora, save_lora
+
+    adapted = copy.deepcopy(demo.load_demo().transformer)
+    for layer in add_lora(adapted, rank=2).values():
+        layer.up.weight.data.normal_(0.0, 0.02, generator=torch.Generator().manual_seed(0))
+    lora = save_lora(adapted, tmp_path / "style.safetensors")
+    sampled = []
+
+    def record(model, *args, **kwargs):
+        sampled.append({name: weight.clone() for name, weight in model.state_dict().items()})
+        return torch.zeros(1, 16, 4, 8, 8)
+
+    monkeypatch.setattr(pipeline, "sample_request", record)
+    stacked = ["--lora", f"{lora}:0.5", "--lora", f"{lora}:.5"]
+    for extra in ([], ["--lora", f"{lora}:0"], ["--lora", str(lora)], stacked):
+        cli.main(["generate", "--prompt", "x", "--steps", "2", "--dtype", "fp32", "--out", str(tmp_path / "v.mp4"),
+                  *extra])
+    plain, off, full, halves = sampled
+    merged = demo.load_demo().transformer
+    merge_lora(merged, lora, 1.0)
+    name = "layers.0.attention.wq.weight"
+    assert all(torch.equal(off[key], plain[key]) for key in plain)
+    assert not torch.equal(full[name], plain[name])
+    assert all(torch.allclose(full[key], weight, atol=1e-6) for key, weight in merged.state_dict().items())
+    assert all(torch.allclose(halves[key], full[key], atol=1e-6) for key in full)  # 0.5 + 0.5 = 1 up to rounding
+    with Image.open(tmp_path / "v.png") as sheet:
+        prompt = json.loads(sheet.info["prompt"])
+    assert prompt["11"] == {"class_type": "LoraLoaderModelOnly",
+                            "inputs": {"lora_name": "style.safetensors", "strength_model": 0.5, "model": ["1", 0]}}
+    assert prompt["12"]["inputs"]["model"] == ["11", 0] and prompt["7"]["inputs"]["model"] == ["12", 0]
+
+
+def test_lora_flag_refuses_a_missing_file(tmp_path, capsys, no_model_loads):
+    with pytest.raises(SystemExit):
+        cli.main(["generate", "--prompt", "x", "--out", str(tmp_path / "v.mp4"), "--lora", "gone.safetensors:0.7"])
+    error = capsys.readouterr().err
+    assert "--lora gone.safetensors:0.7: gone.safetensors is not an existing .safetensors file" in error

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lumina_core import demo
+from lumina_core import demo, flow_matching
 from lumina_core.schedule import shift_time
 from lumina_core.vae import decode, encode
 from training import demo_data, train
@@ -77,16 +77,16 @@ def test_dataset_labels_every_clip_with_measured_motion(small_run):
     still = np.array([d == demo_data.STILL for d in data["clip_direction"]])
     assert np.all(data["clip_motion"][still] < 0.05) and np.all(data["clip_motion"][~still] > 0.2)
     assert encoded["clip_latents"].shape == (4, 16, 4, 8, 8) and encoded["image_latents"].shape == (2, 16, 1, 8, 8)
-    assert encoded["captions"][train.EMPTY_CAPTION] == ""
+    assert encoded["captions"][flow_matching.EMPTY_CAPTION] == ""
 
 
 def test_dropouts_replace_captions_and_motion(small_run):
     _, _, encoded = small_run
     generator = torch.Generator().manual_seed(0)
-    clips, images = train.draw_batch(encoded, 64, 16, generator, caption_dropout=1.0, motion_dropout=1.0)
-    assert torch.all(clips["rows"] == train.EMPTY_CAPTION) and torch.all(clips["motion"] == -1)
-    clips, images = train.draw_batch(encoded, 400, 16, generator)
-    dropped_captions = (clips["rows"] == train.EMPTY_CAPTION).float().mean().item()
+    clips, images = flow_matching.draw_batch(encoded, 64, 16, generator, caption_dropout=1.0, motion_dropout=1.0)
+    assert torch.all(clips["rows"] == flow_matching.EMPTY_CAPTION) and torch.all(clips["motion"] == -1)
+    clips, images = flow_matching.draw_batch(encoded, 400, 16, generator)
+    dropped_captions = (clips["rows"] == flow_matching.EMPTY_CAPTION).float().mean().item()
     dropped_motion = (clips["motion"] == -1).float().mean().item()
     assert 0.05 < dropped_captions < 0.16 and 0.23 < dropped_motion < 0.37
     assert torch.all(images["motion"] == -1) and images["latents"].shape[2] == 1
@@ -99,10 +99,10 @@ def test_training_steps_with_every_patch_pair_reduce_the_loss(small_run):
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
     for pair in model.config.patch_pairs:
         generator = torch.Generator().manual_seed(1)
-        loss = train.training_step(model, optimizer, encoded, pair, 4, 2, generator)
+        loss = flow_matching.training_step(model, optimizer, encoded, pair, 4, 2, generator)
         assert np.isfinite(loss) and 0.5 < loss < 4.0
     # Repeating one batch (same noise and t) must fit it: the loss goes down.
-    losses = [train.training_step(model, optimizer, encoded, (2, 2), 4, 2, torch.Generator().manual_seed(5))
+    losses = [flow_matching.training_step(model, optimizer, encoded, (2, 2), 4, 2, torch.Generator().manual_seed(5))
               for _ in range(8)]
     assert losses[-1] < losses[0]
 

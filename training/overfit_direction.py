@@ -49,11 +49,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lumina_core import demo  # noqa: E402
+from lumina_core.flow_matching import flow_matching_loss, time_shift  # noqa: E402
 from lumina_core.sampling import SampleConfig, sample, seeded_noise  # noqa: E402
 from lumina_core.text import apply_template, encode_prompts  # noqa: E402
 from lumina_core.vae import decode, encode  # noqa: E402
 from training import demo_data  # noqa: E402
-from training.train import build_training_transformer, flow_matching_loss, time_shift  # noqa: E402
+from training.train import build_training_transformer  # noqa: E402
 
 DIRECTIONS = tuple(demo_data.DIRECTIONS)
 WORDS = {"direction": DIRECTIONS, "colour": ("red", "green", "blue", "yellow")}  # the four words a run varies

@@ -1,4 +1,6 @@
-"""Command line: ``python -m lumina_core generate --prompt TEXT --motion M --seed S --out FILE.mp4``.
+"""Command line: ``python -m lumina_core generate --prompt TEXT --motion M --seed S --out FILE.mp4`` (with
+``--lora FILE[:STRENGTH]``, repeatable), and ``python -m lumina_core finetune --data DIR --out FILE.safetensors``
+(a LoRA trained on captioned clips and stills, :mod:`lumina_core.app.finetune`).
 
 Defaults to the demo models (:mod:`lumina_core.demo`); ``--model``, ``--text-encoder``/``--tokenizer``
 and ``--vae`` switch to real files (e.g. the official 2B folder, Gemma-2-2B, CogVideoX-2b's VAE).
@@ -20,13 +22,16 @@ from tqdm import tqdm
 
 from .. import demo
 from ..checkpoint import load_model
+from ..flow_matching import MOTION_DROPOUT
 from ..limits import is_finite_number
+from ..lora import merge_lora, parse_lora_arg
 from ..parallel import TORCHRUN_ENV, ParallelPlan, check_plan, init_process_group, parallel_sample, rank_share
 from ..precision import AUTO, DTYPES, resolve_dtype
 from ..sampling import OFFICIAL_PRESETS, SampleConfig
 from ..step_cache import MAX_THRESHOLD, StepCache
 
 if TYPE_CHECKING:
+    from .finetune import FinetuneSettings
     from .pipeline import VideoRequest
 
 
@@ -65,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--text-encoder", type=Path, help="Gemma-2 folder or .safetensors; default: demo encoder")
     gen.add_argument("--tokenizer", type=Path, help="tokenizer folder (needed with a single-file text encoder)")
     gen.add_argument("--vae", type=Path, help="CogVideoX VAE folder or .safetensors; default: demo VAE")
+    gen.add_argument("--lora", action="append", default=[], metavar="FILE[:STRENGTH]",
+                     help="a LoRA .safetensors (e.g. from finetune) merged into the transformer at STRENGTH "
+                          "(default 1; 0 = off); repeat the flag to stack several")
     gen.add_argument("--schedule", help="preset name (" + ", ".join(OFFICIAL_PRESETS) + ") or an official "
                      "sample-config JSON object; default: the demo schedule, or f16F64R512-MultiScale with --model")
     gen.add_argument("--steps", type=int, help="override the schedule's step count")
@@ -103,7 +111,49 @@ def build_parser() -> argparse.ArgumentParser:
                           "lumina_core generate ... --parallel PLAN): cfg=2,ulysses=2 style degrees whose product is N "
                           "(cfg: positive and negative rows on their own processes; ulysses, ring: the tokens split), "
                           "or auto; rank 0 writes the files. Not with --cache or --time-budget")
+    add_finetune_parser(commands)
     return parser
+
+
+def add_finetune_parser(commands) -> None:
+    tune = commands.add_parser("finetune", help="train a LoRA on a folder of captioned clips and stills")
+    tune.add_argument("--data", type=Path, required=True,
+                      help="folder of .mp4 clips and .png/.jpg stills, each with a same-named .txt caption")
+    tune.add_argument("--out", type=Path, required=True, help="the LoRA file to write (.safetensors); its cache, "
+                      "state and log go beside it (FILE.cache.pt, FILE.state.pt, FILE.log.txt)")
+    tune.add_argument("--model", type=Path, help="Lumina-Video checkpoint (folder or file); default: demo model")
+    tune.add_argument("--text-encoder", type=Path, help="Gemma-2 folder or .safetensors (with --model)")
+    tune.add_argument("--tokenizer", type=Path, help="tokenizer folder (with a single-file text encoder)")
+    tune.add_argument("--vae", type=Path, help="CogVideoX VAE folder or .safetensors (with --model)")
+    tune.add_argument("--steps", type=int, default=300, help="optimiser steps in all (default 300)")
+    tune.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
+    tune.add_argument("--alpha", type=finite_float, help="LoRA alpha (default: the rank, scale 1)")
+    tune.add_argument("--lr", type=finite_float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    tune.add_argument("--width", type=int, help="training width in pixels (default: 64 demo, 672 real)")
+    tune.add_argument("--height", type=int, help="training height in pixels (default: 64 demo, 384 real)")
+    tune.add_argument("--frames", type=int, help="frames per clip, 8m or 8m+1 (default 16)")
+    tune.add_argument("--videos", type=int, default=2, help="clips per step (default 2)")
+    tune.add_argument("--images", type=int, default=1, help="stills per step (default 1)")
+    tune.add_argument("--motion-dropout", type=finite_float, default=MOTION_DROPOUT,
+                      help=f"share of clips trained without their motion score (default {MOTION_DROPOUT})")
+    tune.add_argument("--minutes", type=finite_float, help="stop before this many minutes (resume later)")
+    tune.add_argument("--resume", action="store_true", help="continue from FILE.state.pt")
+    tune.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    tune.add_argument("--seed", type=int, default=0, help="seed of the batches, noise and t")
+
+
+def finetune_settings(args) -> "FinetuneSettings":
+    from .finetune import FinetuneSettings
+
+    use_demo = args.model is None
+    defaults = demo.DEMO_SIZE if use_demo else {"width": 672, "height": 384, "frames": 16}
+    size = {key: defaults[key] if getattr(args, key) is None else getattr(args, key)
+            for key in ("width", "height", "frames")}
+    return FinetuneSettings(data=args.data, out=args.out, model=args.model, text_encoder=args.text_encoder,
+                            tokenizer=args.tokenizer, vae=args.vae, steps=args.steps, rank=args.rank,
+                            alpha=args.alpha, lr=args.lr, videos=args.videos, images=args.images,
+                            motion_dropout=args.motion_dropout, minutes=args.minutes, resume=args.resume,
+                            device=args.device, seed=args.seed, **size)
 
 
 def resolve_schedule(text: str | None, use_demo: bool) -> SampleConfig:
@@ -124,6 +174,21 @@ def component_dtypes(args) -> dict[str, str]:
     the text encoder runs fp32 under fp16 (Gemma-2's activations can overflow fp16; its loader node offers none)."""
     name = resolve_dtype(args.dtype, args.device)
     return {"transformer": name, "text_encoder": "fp32" if name == "fp16" else name, "vae": name}
+
+
+def lora_files(args) -> list[tuple[Path, float]]:
+    """--lora values as (file, strength), each file checked to exist and be a .safetensors."""
+    loras = []
+    for text in args.lora:
+        try:
+            path, strength = parse_lora_arg(text)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        if path.suffix.lower() != ".safetensors" or not path.is_file():
+            raise UsageError(f"--lora {text}: {path} is not an existing .safetensors file; give FILE[:STRENGTH], "
+                             "e.g. style.safetensors:0.8")
+        loras.append((path, strength))
+    return loras
 
 
 def check_paths(args) -> None:
@@ -168,6 +233,7 @@ def resolve_settings(args) -> tuple[SampleConfig, "VideoRequest", float, StepCac
     from .pipeline import VideoRequest
 
     check_paths(args)
+    lora_files(args)
     cache = step_cache(args.cache)
     use_demo = args.model is None
     config = resolve_schedule(args.schedule, use_demo)
@@ -293,6 +359,9 @@ def generate(args) -> Path | None:
     dtypes = component_dtypes(args)
     start = time.perf_counter()
     model, text_model, tokenizer, vae = load_components(args)
+    loras = lora_files(args)
+    for path, strength in loras:
+        merge_lora(model, path, strength)
     check_request(model, request, config)
     parallel = start_parallel(args, model, config) if args.parallel is not None else None
     rank = 0 if parallel is None else parallel[1]
@@ -336,7 +405,8 @@ def generate(args) -> Path | None:
                             width=request.width, height=request.height, frames=request.frames, fps=fps,
                             schedule=config.to_official(), model=args.model, text_encoder=args.text_encoder,
                             tokenizer=args.tokenizer, vae=args.vae, weight_dtype=dtypes["transformer"],
-                            text_encoder_dtype=dtypes["text_encoder"], vae_dtype=dtypes["vae"], cache=args.cache)
+                            text_encoder_dtype=dtypes["text_encoder"], vae_dtype=dtypes["vae"], cache=args.cache,
+                            loras=tuple((str(path), strength) for path, strength in loras))
     metadata = workflow_metadata(graph)
     video = write_mp4(args.out, frames.numpy(), fps, metadata=metadata)
     sheet = write_contact_sheet(args.out.with_suffix(".png"), frames.numpy(), metadata=metadata)
@@ -354,6 +424,11 @@ def main(argv=None) -> int:
     try:
         if args.command == "generate":
             generate(args)
+        elif args.command == "finetune":
+            from .finetune import finetune
+
+            path = finetune(finetune_settings(args))
+            print(f"wrote {path}")
     except (UsageError, ValueError, FileNotFoundError) as error:
         parser.exit(2, f"error: {error}\n")
     return 0

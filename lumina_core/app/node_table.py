@@ -66,3 +66,6 @@ PACK_NODES = (MODEL_LOADER, TEXT_ENCODER_LOADER, VAE_LOADER, TEXT_ENCODE, SCHEDU
 
 SAVE_VIDEO = NodeNames("SaveVideo", ("filename_prefix", "format", "codec"), inputs=(("video", VIDEO),))
 """ComfyUI's own Save Video node."""
+LORA_LOADER = NodeNames("LoraLoaderModelOnly", ("lora_name", "strength_model"), inputs=(("model", MODEL),),
+                        outputs=(("MODEL", MODEL),))
+"""ComfyUI's own LoRA loader for a MODEL (loads the files ``python -m lumina_core finetune`` writes)."""

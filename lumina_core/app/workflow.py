@@ -19,6 +19,7 @@ from ..sizes import CUSTOM_RESOLUTION
 from .node_table import (
     DEMO_ENTRY,
     EMPTY_LATENT_VIDEO,
+    LORA_LOADER,
     MODEL_LOADER,
     SAME_FOLDER,
     SAMPLER,
@@ -78,6 +79,7 @@ class GenerationGraph:
     text_encoder_dtype: str = "default"
     vae_dtype: str = "default"
     cache: float = 0.0  # step cache threshold; 0 = no Step Cache node
+    loras: tuple[tuple[str, float], ...] = ()  # (LoRA file, strength), applied in this order
 
 
 def model_entry(path: Optional[str]) -> str:
@@ -98,6 +100,11 @@ def nodes_for(graph: GenerationGraph) -> list[Node]:
     latent = Node(6, EMPTY_LATENT_VIDEO, [CUSTOM_RESOLUTION, graph.width, graph.height, graph.frames, 1],
                   pos=(400, 560), height=150)
     model_source = (1, 0)
+    loras = []
+    for index, (path, strength) in enumerate(graph.loras):
+        loras.append(Node(11 + index, LORA_LOADER, [Path(path).name, strength], links={"model": model_source},
+                          pos=(40, 600 + 120 * index), height=100))
+        model_source = (11 + index, 0)
     cache = []
     if graph.cache > 0:
         cache = [Node(10, STEP_CACHE, [graph.cache, 0.0, 1.0], links={"model": model_source}, pos=(40, 460),
@@ -111,10 +118,15 @@ def nodes_for(graph: GenerationGraph) -> list[Node]:
                   height=150)
     save = Node(9, SAVE_VIDEO, ["video/lumina_video", "auto", "auto"], links={"video": (8, 1)}, pos=(1120, 60),
                 height=400)
-    return [model_loader, text_loader, vae_loader, encode, schedule, latent, *cache, sampler, decode, save]
+    return [model_loader, text_loader, vae_loader, encode, schedule, latent, *loras, *cache, sampler, decode, save]
 
 
 def _note_text(graph: GenerationGraph) -> str:
+    loras = "".join(f" Put the LoRA {Path(path).name} into models/loras/." for path, _ in graph.loras)
+    return _models_note(graph) + loras
+
+
+def _models_note(graph: GenerationGraph) -> str:
     if graph.model is None:
         return ("Made by `python -m lumina_core generate` with the built-in demo models: press Queue to "
                 "reproduce the video (same seed, schedule and prompts give the same latents).")
