@@ -142,6 +142,22 @@ def running_server(prepare: Callable[[Path], None] | None = None, args: tuple[st
         shutil.rmtree(base, ignore_errors=True)
 
 
+def demo_inputs(size: int, frames: int) -> dict:
+    """API-format nodes "1" to "5" of a demo graph: the three loaders on their demo entries, Text Encode ("a red
+    circle moving left") and a custom-size Empty Latent Video; a test adds its sampler and outputs."""
+    return {
+        "1": {"class_type": "LuminaVideoMSModelLoader", "inputs": {"model_name": DEMO, "weight_dtype": "default"}},
+        "2": {"class_type": "LuminaVideoMSTextEncoderLoader",
+              "inputs": {"text_encoder_name": DEMO, "tokenizer": "(from the text encoder folder)",
+                         "weight_dtype": "default"}},
+        "3": {"class_type": "LuminaVideoMSVAELoader", "inputs": {"vae_name": DEMO, "weight_dtype": "default"}},
+        "4": {"class_type": "LuminaVideoMSTextEncode",
+              "inputs": {"text_encoder": ["2", 0], "prompt": "a red circle moving left", "negative_prompt": ""}},
+        "5": {"class_type": "LuminaVideoMSEmptyLatentVideo",
+              "inputs": {"resolution": "custom", "width": size, "height": size, "frames": frames, "batch_size": 1}},
+    }
+
+
 def messages(entry: dict) -> dict:
     """A /history entry's status messages by name (execution_start, execution_cached, execution_error, ...)."""
     return {name: data for name, data in entry["status"]["messages"]}

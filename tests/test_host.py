@@ -15,6 +15,7 @@ from comfy_host import (
     LINK_NAME,
     RUN_TIMEOUT_S,
     assert_success,
+    demo_inputs,
     messages,
     require_host,
     running_server,
@@ -45,17 +46,7 @@ def server():
 def demo_prompt(seed: int, steps: int = 4, size: int = 32, frames: int = 8) -> dict:
     """Loaders (demo entries) -> text encode -> empty latent -> whole sampler -> decode -> Save Video + Save Image."""
     return {
-        "1": {"class_type": "LuminaVideoMSModelLoader",
-              "inputs": {"model_name": DEMO, "weight_dtype": "default"}},
-        "2": {"class_type": "LuminaVideoMSTextEncoderLoader",
-              "inputs": {"text_encoder_name": DEMO, "tokenizer": "(from the text encoder folder)",
-                         "weight_dtype": "default"}},
-        "3": {"class_type": "LuminaVideoMSVAELoader", "inputs": {"vae_name": DEMO, "weight_dtype": "default"}},
-        "4": {"class_type": "LuminaVideoMSTextEncode",
-              "inputs": {"text_encoder": ["2", 0], "prompt": "a red circle moving left", "negative_prompt": ""}},
-        "5": {"class_type": "LuminaVideoMSEmptyLatentVideo",
-              "inputs": {"resolution": "custom", "width": size, "height": size, "frames": frames,
-                         "batch_size": 1}},
+        **demo_inputs(size, frames),
         "6": {"class_type": "LuminaVideoMSSchedulePreset", "inputs": {"preset": "demo", "steps": steps}},
         "7": {"class_type": "LuminaVideoMSSampler",
               "inputs": {"model": ["1", 0], "positive": ["4", 0], "negative": ["4", 1], "latent": ["5", 0],

@@ -8,7 +8,7 @@ import struct
 
 import aiohttp
 import pytest
-from comfy_host import DEMO, RUN_TIMEOUT_S, assert_success, require_host, running_server
+from comfy_host import RUN_TIMEOUT_S, assert_success, demo_inputs, require_host, running_server
 from PIL import Image
 
 from lumina_core.preview import grid_layout
@@ -30,15 +30,7 @@ def server():
 def prompt(sampler: str) -> dict:
     """Demo loaders -> text encode -> empty latent -> ``sampler`` (KSampler or the pack's) -> decode -> Preview."""
     nodes = {
-        "1": {"class_type": "LuminaVideoMSModelLoader", "inputs": {"model_name": DEMO, "weight_dtype": "default"}},
-        "2": {"class_type": "LuminaVideoMSTextEncoderLoader",
-              "inputs": {"text_encoder_name": DEMO, "tokenizer": "(from the text encoder folder)",
-                         "weight_dtype": "default"}},
-        "3": {"class_type": "LuminaVideoMSVAELoader", "inputs": {"vae_name": DEMO, "weight_dtype": "default"}},
-        "4": {"class_type": "LuminaVideoMSTextEncode",
-              "inputs": {"text_encoder": ["2", 0], "prompt": "a red circle moving left", "negative_prompt": ""}},
-        "5": {"class_type": "LuminaVideoMSEmptyLatentVideo",
-              "inputs": {"resolution": "custom", "width": SIZE, "height": SIZE, "frames": FRAMES, "batch_size": 1}},
+        **demo_inputs(SIZE, FRAMES),
         "8": {"class_type": "LuminaVideoMSVAEDecode",
               "inputs": {"vae": ["3", 0], "latent": ["7", 0], "tiled": "auto", "fps": 8.0}},
         "9": {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}},
