@@ -47,10 +47,6 @@ class LoRALinear(nn.Module):
         nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5), generator=generator)  # nn.Linear's own init
         nn.init.zeros_(self.up.weight)
 
-    def delta(self) -> torch.Tensor:
-        """The update this LoRA adds to the base weight [out, in] at strength 1."""
-        return (self.alpha / self.rank) * (self.up.weight @ self.down.weight)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         update = self.up(self.down(x.to(self.down.weight.dtype))) * (self.alpha / self.rank)
         return self.base(x) + update.to(x.dtype)
@@ -114,8 +110,10 @@ def save_lora(model: NextDiT, path: str | os.PathLike, metadata: Optional[dict] 
     path = Path(path)
     if path.suffix.lower() != ".safetensors":
         raise ValueError(f"LoRA file {path} must end in .safetensors")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(lora_tensors(model), str(path), metadata={k: str(v) for k, v in (metadata or {}).items()})
+    from .video_io import atomic_target  # video_io brings av; the command line imports this module at start
+
+    with atomic_target(path) as temp:  # an interrupted write leaves no half file a loader would pick up
+        save_file(lora_tensors(model), str(temp), metadata={k: str(v) for k, v in (metadata or {}).items()})
     return path
 
 

@@ -44,6 +44,7 @@ from lumina_core.flow_matching import CAPTION_DROPOUT, MOTION_DROPOUT, time_shif
 from lumina_core.model import NextDiT
 from lumina_core.text import encode_prompts
 from lumina_core.vae import CONFIG_METADATA_KEY, decode, encode, load_vae
+from lumina_core.video_io import atomic_target
 
 from . import demo_data
 
@@ -64,10 +65,9 @@ def log(path: Path, message: str) -> None:
 
 
 def save_state(path: Path, state: dict) -> None:
-    """torch.save atomically (temp file + rename) so an interrupted run keeps the last state."""
-    temp = path.with_suffix(".tmp")
-    torch.save(state, temp)
-    temp.replace(path)
+    """torch.save atomically (lumina_core's temp file + rename) so an interrupted run keeps the last state."""
+    with atomic_target(path) as temp:
+        torch.save(state, temp)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from ..flow_matching import CAPTION_DROPOUT, MOTION_DROPOUT, checkpointed_runner
 from ..lora import add_lora, check_rank, lora_layers, save_lora
 from ..model import NextDiT, NextDiTConfig
 from ..precision import native_bf16
+from ..video_io import atomic_target
 
 DEVICE_TENSORS = ("clip_latents", "image_latents", "caption_feats", "caption_mask")  # what a step reads on the device
 RECENT = 50  # steps per patch pair the log's running means cover
@@ -133,7 +134,8 @@ def cached_data(settings: FinetuneSettings) -> dict:
     del vae, text_model
     gc.collect()
     cached["signature"] = signature
-    torch.save(cached, settings.cache_path)
+    with atomic_target(settings.cache_path) as temp:
+        torch.save(cached, temp)
     motion = ", ".join(f"{name} {score:.2f}" for name, score in zip(cached["sources"], cached["clip_motion"].tolist()))
     log(settings.log_path, f"cached {len(cached['clip_latents'])} clips and {len(cached['image_latents'])} stills at "
                            f"{settings.width}x{settings.height}x{settings.frames} in {time.monotonic() - began:.1f} s; "
@@ -207,8 +209,9 @@ def finetune(settings: FinetuneSettings) -> Path:
 
     def save_state() -> None:
         lora = {name: tensor for name, tensor in model.state_dict().items() if ".down." in name or ".up." in name}
-        torch.save({"lora": lora, "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-                    "step": step, "recipe": settings.recipe()}, settings.state_path)
+        with atomic_target(settings.state_path) as temp:  # an interrupted save keeps the previous state
+            torch.save({"lora": lora, "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                        "step": step, "recipe": settings.recipe()}, temp)
 
     deadline = None if settings.minutes is None else began + 60 * settings.minutes
     slowest = 0.0
