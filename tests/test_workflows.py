@@ -51,7 +51,7 @@ EXPECTED = {
     "lumina_video_t2v_single_scale_reference.json", "lumina_video_t2i_image.json",
     "lumina_video_motion_from_reference_video.json", "lumina_video_three_stage_chain.json",
     "lumina_video_demo_cpu.json", "lumina_video_demo_core_sampler.json", "lumina_video_demo_lora.json",
-    "lumina_video_demo_step_cache.json", "lumina_video_demo_time_budget.json",
+    "lumina_video_demo_step_cache.json", "lumina_video_demo_time_budget.json", "lumina_video_demo_train_lora.json",
 }
 NODE_FIELDS = ("id", "type", "pos", "size", "flags", "order", "mode", "inputs", "outputs", "properties",
                "widgets_values")
