@@ -1,12 +1,13 @@
 """A training run's loss as a picture: every step's loss as a dot in its patch pair's colour, each pair's running
-mean as a line, on a linear axis from 0 to the largest loss (drawn with OpenCV, no plotting library)."""
+mean as a line, on a linear axis from 0 to the largest loss (drawn with Pillow, which ComfyUI itself needs; no
+plotting library)."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
-import cv2
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 WIDTH, HEIGHT = 640, 360
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 56, 16, 40, 36
@@ -25,9 +26,11 @@ def running_mean(values: Sequence[float], window: int = WINDOW) -> list[float]:
 def loss_graph(records: Sequence[tuple[int, str, float]], pairs: Sequence[str]) -> np.ndarray:
     """uint8 RGB [HEIGHT, WIDTH, 3] of ``records`` (step, patch pair "FxP", loss), with a legend of ``pairs``
     (the model's patch pairs, in its order) and each pair's last running mean."""
-    image = np.full((HEIGHT, WIDTH, 3), 255, dtype=np.uint8)
+    image = Image.new("RGB", (WIDTH, HEIGHT), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
     left, right, top, bottom = MARGIN_LEFT, WIDTH - MARGIN_RIGHT, MARGIN_TOP, HEIGHT - MARGIN_BOTTOM
-    font, black, grey = cv2.FONT_HERSHEY_SIMPLEX, (0, 0, 0), (200, 200, 200)
+    black, grey = (0, 0, 0), (200, 200, 200)
     last_step = max((step for step, _, _ in records), default=1)
     top_loss = max((loss for _, _, loss in records if np.isfinite(loss)), default=1.0) * 1.05 or 1.0
 
@@ -38,26 +41,26 @@ def loss_graph(records: Sequence[tuple[int, str, float]], pairs: Sequence[str]) 
 
     for fraction in (0.0, 0.25, 0.5, 0.75, 1.0):  # horizontal grid with loss labels
         y = round(bottom - (bottom - top) * fraction)
-        cv2.line(image, (left, y), (right, y), grey, 1)
-        cv2.putText(image, f"{top_loss * fraction:.2f}", (4, y + 4), font, 0.4, black, 1, cv2.LINE_AA)
-    cv2.line(image, (left, top), (left, bottom), black, 1)
-    cv2.line(image, (left, bottom), (right, bottom), black, 1)
-    cv2.putText(image, "1", (left - 3, bottom + 16), font, 0.4, black, 1, cv2.LINE_AA)
-    cv2.putText(image, f"step {last_step}", (right - 60, bottom + 16), font, 0.4, black, 1, cv2.LINE_AA)
+        draw.line([(left, y), (right, y)], fill=grey)
+        draw.text((4, y - 6), f"{top_loss * fraction:.2f}", fill=black, font=font)
+    draw.line([(left, top), (left, bottom)], fill=black)
+    draw.line([(left, bottom), (right, bottom)], fill=black)
+    draw.text((left - 3, bottom + 6), "1", fill=black, font=font)
+    draw.text((right - 60, bottom + 6), f"step {last_step}", fill=black, font=font)
     legend_x = left
     for index, pair in enumerate(pairs):
         colour = PAIR_COLOURS[index % len(PAIR_COLOURS)]
         steps = [(step, loss) for step, name, loss in records if name == pair and np.isfinite(loss)]
         for step, loss in steps:
-            cv2.circle(image, point(step, loss), 2, colour, -1, cv2.LINE_AA)
+            x, y = point(step, loss)
+            draw.ellipse([(x - 2, y - 2), (x + 2, y + 2)], fill=colour)
         means = running_mean([loss for _, loss in steps])
-        line = np.array([point(step, mean) for (step, _), mean in zip(steps, means)], dtype=np.int32)
-        if len(line) > 1:
-            cv2.polylines(image, [line], False, colour, 2, cv2.LINE_AA)
+        if len(steps) > 1:
+            draw.line([point(step, mean) for (step, _), mean in zip(steps, means)], fill=colour, width=2)
         label = f"{pair}: {len(steps)} steps" + (f", mean {means[-1]:.3f}" if means else "")
-        cv2.circle(image, (legend_x + 5, 16), 5, colour, -1, cv2.LINE_AA)
-        cv2.putText(image, label, (legend_x + 14, 20), font, 0.4, black, 1, cv2.LINE_AA)
-        legend_x += 14 + cv2.getTextSize(label, font, 0.4, 1)[0][0] + 16
-    cv2.putText(image, f"loss per step (dots) and mean of last {WINDOW} (lines) per patch pair (f-patch x patch)",
-                (left, HEIGHT - 6), font, 0.35, black, 1, cv2.LINE_AA)
-    return image
+        draw.ellipse([(legend_x, 11), (legend_x + 10, 21)], fill=colour)
+        draw.text((legend_x + 14, 10), label, fill=black, font=font)
+        legend_x += 14 + round(draw.textlength(label, font=font)) + 16
+    draw.text((left, HEIGHT - 14), f"loss per step (dots) and mean of the last {WINDOW} (lines) per patch pair "
+              "(f-patch x patch)", fill=black, font=font)
+    return np.asarray(image).copy()
