@@ -2,9 +2,11 @@
 ``torchrun --nproc-per-node N parallel_worker.py CASES.json OUT TIMEOUT_S``.
 
 Every process joins a gloo group and runs each case of CASES.json (a list of {"name", "model", "plan", and
-optionally "fail": "raise" | "stall"}) through ``parallel_sample``; it writes its latent to
+optionally "fail": "raise" | "stall", "compile": true}) through ``parallel_sample``; it writes its latent to
 OUT/<name>.rank<r>.safetensors, or the error message to OUT/<name>.rank<r>.txt. A "fail" case makes rank 1
-raise (or stall) after its first step, to show what the other ranks see. The inputs come from
+raise (or stall) after its first step, to show what the other ranks see. A "compile" case runs on
+``NextDiT.compile_blocks`` with a backend that counts the graphs it is handed (and runs them eagerly), samples
+twice and writes the graphs each run compiled to OUT/<name>.rank<r>.graphs.json. The inputs come from
 :func:`case_inputs`, which the tests also use for the single-process reference.
 """
 
@@ -74,7 +76,18 @@ def main(cases_path: str, out: str, timeout_s: str) -> None:
 
         try:
             plan = ParallelPlan.parse(case["plan"], world_size, model.config.n_heads)
-            latent = parallel_sample(model, noise, cond, uncond, config, plan, callback=fail)
+            if case.get("compile"):
+                graphs = []
+                model = load_model(kind)
+                model.compile_blocks(backend=lambda graph, inputs: graphs.append(graph) or graph.forward)
+                counts = []
+                for _ in range(2):
+                    before = len(graphs)
+                    latent = parallel_sample(model, noise, cond, uncond, config, plan)
+                    counts.append(len(graphs) - before)
+                (out_dir / f"{name}.rank{rank}.graphs.json").write_text(json.dumps(counts))
+            else:
+                latent = parallel_sample(model, noise, cond, uncond, config, plan, callback=fail)
         except (ValueError, RuntimeError) as error:
             (out_dir / f"{name}.rank{rank}.txt").write_text(f"{type(error).__name__}: {error}")
             if "fail" in case:

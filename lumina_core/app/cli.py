@@ -267,9 +267,6 @@ def check_parallel_args(args) -> None:
         if value is not None:
             raise UsageError(f"{flag} does not work with --parallel (it predicts or times single-process calls); "
                              f"drop {flag} or --parallel")
-    if args.compile is not None:
-        raise UsageError("--compile does not work with --parallel yet (the sequence-parallel attention's "
-                         "collectives are untested under torch.compile); drop --compile or --parallel")
     try:
         ParallelPlan.parse(args.parallel, world_size=1)
     except ValueError as error:
