@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="torch.compile the transformer's blocks (default inductor backend; pays off on GPUs): "
                           "whole (the default with a bare --compile) makes one graph per patch pair and batch "
                           "shape, regional one per block, faster to compile. The first run at a size pays the compile "
-                          "time (README: Compile); another seed or size compiles nothing")
+                          "time (docs/command_line.md, Compile); another seed or size compiles nothing")
     gen.add_argument("--time-budget", type=finite_float, metavar="SECONDS",
                      help="fit the schedule into this many seconds of sampling (the model calls only; loading, text "
                           "encoding and decoding come on top): the same stages and switch points on a coarser grid, "
