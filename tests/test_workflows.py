@@ -16,6 +16,7 @@ import json
 import re
 import shutil
 import time
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import torch
 from comfy_host import (
     DEMO,
     FILE_FOLDERS,
+    LINK_NAME,
     LOADER_FOLDERS,
     ROOT,
     UI_ONLY,
@@ -117,6 +119,20 @@ def test_every_pack_node_is_in_an_example_workflow():
     assert registered and all(node_id.startswith(node_table.NODE_ID_PREFIX) for node_id in registered)
     used = {node["type"] for path in WORKFLOWS for node in load(path)["nodes"]}
     assert not registered - used, f"no example workflow uses {sorted(registered - used)}"
+
+
+THUMBNAIL_SIZE, THUMBNAIL_MAX_BYTES = (512, 384), 60_000
+
+
+@by_name
+def test_a_small_thumbnail_sits_beside_the_workflow(path):
+    """ComfyUI's template browser shows a pack's example_workflows/<name>.json with the picture
+    /api/workflow_templates/<pack>/<name>.jpg (scripts/screenshots.py writes them)."""
+    thumbnail = path.with_suffix(".jpg")
+    assert thumbnail.is_file(), f"no {thumbnail.name}: run scripts/screenshots.py"
+    assert thumbnail.stat().st_size <= THUMBNAIL_MAX_BYTES
+    with Image.open(thumbnail) as image:
+        assert image.format == "JPEG" and image.size == THUMBNAIL_SIZE
 
 
 def test_every_clip_a_workflow_loads_ships_with_the_pack():
@@ -490,6 +506,16 @@ def test_loaders_are_cached_across_the_workflows(runs):
     workflow = load(WORKFLOW_DIR / CACHE_PAIR[1])
     loader_ids = {str(node["id"]) for node in workflow["nodes"] if node["type"] in LOADER_FOLDERS}
     assert loader_ids <= cached, cached
+
+
+@needs_host
+def test_the_template_browser_lists_every_workflow_with_its_thumbnail(server):
+    templates = server.get("/workflow_templates")[LINK_NAME]
+    assert sorted(templates) == sorted(path.stem for path in WORKFLOWS)
+    for name in templates:
+        url = f"{server.url}/api/workflow_templates/{LINK_NAME}/{name}.jpg"
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            assert answer.headers["Content-Type"] == "image/jpeg" and answer.read(3) == b"\xff\xd8\xff"
 
 
 @needs_host
