@@ -1,15 +1,17 @@
 """The example workflows (example_workflows/*.json, the UI format users drag into the browser).
 
 Without a host: every file is a complete UI-format graph (the per-node fields the frontend's schema
-wants, consistent links, a topological 'order', no overlapping nodes, a Note naming the model folders)
-and its video size fits the schedules it uses.
+wants, consistent links, a topological 'order', no overlapping nodes, titled groups holding the nodes, a
+Note naming the model folders), its video size fits the schedules it uses, every node the pack registers
+is in one, the clip a workflow loads ships beside it, and so does its template-browser thumbnail.
 
 With a host (COMFYUI_PATH): one ComfyUI server, its models folders holding tiny random stand-ins under
 the exact names the workflows reference (a NextDiT with the official patch pairs, a Gemma-2 folder with a
-tokenizer, a CogVideoX VAE folder) and a short reference clip in its input folder. Each workflow is
+tokenizer, a CogVideoX VAE folder) and the pack's reference clip in its input folder. Each workflow is
 converted to the API format with the server's /object_info; the unmodified prompt must pass /prompt
-validation, and a size-reduced copy must run on CPU to saved frames and a video. The hand-built stage
-chain must give exactly the frames of the one-node f24F96R960-MultiScale preset run.
+validation, and a size-reduced copy must run on CPU to saved frames and a video (NOT_RUN names the
+exception). The hand-built stage chain must give exactly the frames of the one-node f24F96R960-MultiScale
+preset run. The template browser lists every workflow and serves its thumbnail.
 """
 
 import json
