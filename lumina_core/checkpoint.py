@@ -1,8 +1,9 @@
 """Loading and saving Multi-scale Next-DiT weights.
 
 Accepted inputs:
-- an official folder: ``consolidated.00-of-01.safetensors`` (or ``.pth``) plus ``model_args.pth``,
-  a pickled ``argparse.Namespace`` read with ``weights_only=True`` (only Namespace is allowed);
+- an official folder: ``consolidated.00-of-01.safetensors`` (or ``.pth``, as Alpha-VLLM/Lumina-Video-f24R960
+  ships it) plus ``model_args.pth``, a pickled ``types.SimpleNamespace`` (the published file) or
+  ``argparse.Namespace`` read with ``weights_only=True`` (only these two classes are allowed);
 - a single ``.safetensors`` file, with our ``config`` metadata or none (the architecture is then
   inferred from the key shapes; t/motion scales and RoPE theta take the official values);
 - a single ``.pth``/``.pt`` file, read with ``weights_only=True`` only.
@@ -23,6 +24,7 @@ import os
 import pickle
 import re
 import tempfile
+import types
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -34,6 +36,8 @@ log = logging.getLogger(__name__)
 
 OFFICIAL_WEIGHT_FILES = ("consolidated.00-of-01.safetensors", "consolidated.00-of-01.pth")
 OFFICIAL_ARGS_FILE = "model_args.pth"
+# The classes model_args.pth may pickle: the published checkpoint's, and the training script's parser result.
+ARGS_CLASSES = (types.SimpleNamespace, argparse.Namespace)
 CONFIG_METADATA_KEY = "config"
 FORMAT_METADATA = {"format": "pt", "model": "lumina-video-nextdit"}
 EXPECTED = ("a Lumina-Video Multi-scale Next-DiT checkpoint (keys such as 'all_x_embedder.2-1.weight', "
@@ -197,19 +201,22 @@ def _torch_load_weights(path: Path) -> dict:
 
 
 def read_model_args(path: Path) -> dict:
-    """The official ``model_args.pth`` (a pickled argparse.Namespace) as a dict, without running code."""
+    """The official ``model_args.pth`` (a pickled types.SimpleNamespace in the published checkpoint, an
+    argparse.Namespace from the training script) as a dict, without running code."""
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals(list(ARGS_CLASSES)):
             args = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path} is not a plain argparse.Namespace of training arguments ({first_line}); "
-                              "it was not unpickled. Delete it to infer the architecture from the weights") from None
-    if isinstance(args, argparse.Namespace):
+        raise CheckpointError(f"{path} is not a plain argparse.Namespace or types.SimpleNamespace of training "
+                              f"arguments ({first_line}); it was not unpickled. Delete it to infer the architecture "
+                              "from the weights") from None
+    if isinstance(args, ARGS_CLASSES):
         return vars(args)
     if isinstance(args, dict):
         return args
-    raise CheckpointError(f"{path} holds a {type(args).__name__}; expected the training arguments (argparse.Namespace)")
+    raise CheckpointError(f"{path} holds a {type(args).__name__}; expected the training arguments "
+                          "(types.SimpleNamespace or argparse.Namespace)")
 
 
 PICKLED_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import warnings
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -65,8 +64,23 @@ def optical_flow(previous: np.ndarray, following: np.ndarray) -> np.ndarray:
     DIS (preset MEDIUM) was the most accurate OpenCV method on the calibration in
     ``docs/motion_score.md``. A fresh instance per call keeps it deterministic and thread-safe.
     """
+    cv2 = opencv()
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     return dis.calc(previous, following, None)
+
+
+def opencv():
+    """OpenCV's ``cv2``, imported when a flow is measured. It is not a requirement of the pack: ComfyUI does not
+    install it, other packs bring one of its four wheels (opencv-python, opencv-python-headless and their contrib
+    builds), and a second wheel beside the first overwrites the same ``cv2`` files."""
+    try:
+        import cv2
+    except ImportError:
+        raise ImportError("measuring a motion score needs OpenCV (the cv2 module), which this Python does not have: "
+                          "install one OpenCV wheel, e.g. `pip install opencv-python-headless` with ComfyUI's Python, "
+                          "and restart. Any of opencv-python, opencv-python-headless, opencv-contrib-python works; "
+                          "have only one of them") from None
+    return cv2
 
 
 def motion_score_frames(frames) -> float:

@@ -41,8 +41,9 @@ MAX_TOKENS = 256
 PAD_MULTIPLE = 8
 """The official batch is right-padded to a multiple of this many tokens."""
 
-GEMMA2_HEAD_DIMS = {2304: (256, 256.0), 3584: (256, 256.0), 4608: (128, 144.0)}
-"""hidden size -> (head_dim, query_pre_attn_scalar) of the released Gemma-2 2B, 9B and 27B."""
+GEMMA2_HEAD_DIMS = {2304: (256, 256), 3584: (256, 256), 4608: (128, 144)}
+"""hidden size -> (head_dim, query_pre_attn_scalar) of the released Gemma-2 2B, 9B and 27B (integers, as their
+config.json files and transformers 5's strictly typed Gemma2Config have them)."""
 
 # Keys a Gemma-2 checkpoint may carry besides the Gemma2Model weights: the (tied) LM head and
 # the SentencePiece model that ComfyUI stores inside its text-encoder files.

@@ -62,7 +62,8 @@ class LuminaVideoMSModelLoader(io.ComfyNode):
             display_name="Lumina-Video Model Loader",
             category="Lumina-Video/loaders",
             description="Loads a Lumina-Video Multi-scale Next-DiT from models/diffusion_models (an official folder "
-                        "with consolidated.00-of-01.safetensors + model_args.pth, or one .safetensors/.pth file) as "
+                        "as published, consolidated.00-of-01.pth + model_args.pth, or with a .safetensors in place "
+                        "of the .pth; or one .safetensors/.pth file) as "
                         "a ComfyUI MODEL: core samplers, LoRA loaders, caches, --lowvram/--novram partial loading "
                         "and fp8 storage apply to it. Under core samplers it runs the demo schedule (demo model) or "
                         "f24F96R960-MultiScale until Lumina-Video Model Schedule attaches another.",

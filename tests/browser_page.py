@@ -76,7 +76,7 @@ def place_referenced_files(base: Path, workflows: list[Path]) -> None:
             if node_type in INPUT_NODES:
                 write_input(base / "input" / name)
                 continue
-            markers = FOLDER_MARKERS.get(node_type, ())  # core LoRA loaders pick single files
+            markers = FOLDER_MARKERS.get(node_type, ())  # core loaders (LoRA, CLIP) pick single files
             target = base / "models" / FILE_FOLDERS[node_type] / name
             single = name.lower().endswith((".safetensors", ".pth", ".pt", ".bin"))
             if node_type == "LuminaVideoMSModelLoader":

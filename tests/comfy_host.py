@@ -214,14 +214,14 @@ def to_api(workflow: dict, object_info: dict) -> dict:
 # --------------------------------------------------------------------------- files a workflow picks
 LOADER_FOLDERS = {"LuminaVideoMSModelLoader": "diffusion_models", "LuminaVideoMSTextEncoderLoader": "text_encoders",
                   "LuminaVideoMSVAELoader": "vae"}
-LORA_LOADERS = {"LoraLoaderModelOnly": "loras"}  # core loaders of files a workflow may reference
-FILE_FOLDERS = {**LOADER_FOLDERS, **LORA_LOADERS}
+CORE_LOADERS = {"LoraLoaderModelOnly": "loras", "CLIPLoader": "text_encoders"}  # core loaders a workflow may use
+FILE_FOLDERS = {**LOADER_FOLDERS, **CORE_LOADERS}
 INPUT_NODES = ("LoadVideo", "LoadImage")  # nodes that pick a file from the input folder
 
 
 def referenced_files(workflow: dict) -> set[tuple[str, str]]:
-    """(node type, file name) pairs a UI-format workflow's loaders (the pack's and core LoRA loaders) and Load Video
-    / Load Image nodes pick; the built-in demo entry is left out."""
+    """(node type, file name) pairs a UI-format workflow's loaders (the pack's, core LoRA and CLIP loaders) and Load
+    Video / Load Image nodes pick; the built-in demo entry is left out."""
     names = set()
     for node in workflow.get("nodes", []):
         if node.get("type") in FILE_FOLDERS or node.get("type") in INPUT_NODES:

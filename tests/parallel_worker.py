@@ -2,9 +2,11 @@
 ``torchrun --nproc-per-node N parallel_worker.py CASES.json OUT TIMEOUT_S``.
 
 Every process joins a gloo group and runs each case of CASES.json (a list of {"name", "model", "plan", and
-optionally "fail": "raise" | "stall"}) through ``parallel_sample``; it writes its latent to
+optionally "fail": "raise" | "stall", "compile": true}) through ``parallel_sample``; it writes its latent to
 OUT/<name>.rank<r>.safetensors, or the error message to OUT/<name>.rank<r>.txt. A "fail" case makes rank 1
-raise (or stall) after its first step, to show what the other ranks see. The inputs come from
+raise (or stall) after its first step, to show what the other ranks see. A "compile" case runs on
+``NextDiT.compile_blocks`` with a backend that counts the graphs it is handed (and runs them eagerly), samples
+twice and writes the graphs each run compiled to OUT/<name>.rank<r>.graphs.json. The inputs come from
 :func:`case_inputs`, which the tests also use for the single-process reference.
 """
 
@@ -53,6 +55,17 @@ def case_inputs(model: NextDiT, kind: str):
     return noise, captions[0], captions[1], SampleConfig.from_official(SCHEDULES[kind])
 
 
+class GraphCounter:
+    """A torch.compile backend that counts the graphs it is handed and runs them eagerly."""
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, graph_module, example_inputs):
+        self.count += 1
+        return graph_module.forward
+
+
 def main(cases_path: str, out: str, timeout_s: str) -> None:
     from lumina_core.parallel import ParallelPlan, init_process_group, parallel_sample
 
@@ -74,7 +87,17 @@ def main(cases_path: str, out: str, timeout_s: str) -> None:
 
         try:
             plan = ParallelPlan.parse(case["plan"], world_size, model.config.n_heads)
-            latent = parallel_sample(model, noise, cond, uncond, config, plan, callback=fail)
+            if case.get("compile"):
+                model, graphs = load_model(kind), GraphCounter()
+                model.compile_blocks(backend=graphs)
+                counts = []
+                for _ in range(2):
+                    before = graphs.count
+                    latent = parallel_sample(model, noise, cond, uncond, config, plan)
+                    counts.append(graphs.count - before)
+                (out_dir / f"{name}.rank{rank}.graphs.json").write_text(json.dumps(counts))
+            else:
+                latent = parallel_sample(model, noise, cond, uncond, config, plan, callback=fail)
         except (ValueError, RuntimeError) as error:
             (out_dir / f"{name}.rank{rank}.txt").write_text(f"{type(error).__name__}: {error}")
             if "fail" in case:

@@ -57,7 +57,6 @@ def no_model_loads(monkeypatch):
     (["--parallel", "cfg=4"], "--parallel: parallel degree cfg=4 is not 1 or 2"),
     (["--parallel", "ulysses=two"], "--parallel: parallel plan 'ulysses=two': ulysses='two' is not a whole number"),
     (["--parallel", "auto", "--cache", "0.2"], "--cache does not work with --parallel"),
-    (["--parallel", "auto", "--compile"], "--compile does not work with --parallel yet"),
     (["--motion", "nan"], "argument --motion: 'nan' is not a finite number"),
     (["--neg-motion=-inf"], "argument --neg-motion: '-inf' is not a finite number"),
     (["--fps", "nan"], "argument --fps: 'nan' is not a finite number"),
@@ -148,9 +147,11 @@ def test_cache_flag_skips_calls_says_so_and_puts_the_cache_node_in_the_graph(tmp
     assert sampler["inputs"]["model"] == [cache_id, 0]
 
 
-def test_compile_flag_compiles_the_blocks(tmp_path, monkeypatch):
+@pytest.mark.parametrize("extra", [[], ["--parallel", "auto"]])
+def test_compile_flag_compiles_the_blocks(tmp_path, monkeypatch, extra):
     """--compile regional reaches NextDiT.compile_blocks and the run goes through the compiled blocks (the
-    eager backend stands in for inductor, which is too slow for a test)."""
+    eager backend stands in for inductor, which is too slow for a test), with --parallel too (one process
+    here; two compiled processes: tests/test_parallel.py)."""
     compiled = []
 
     def compile_blocks(model, regional=False, **options):
@@ -162,7 +163,7 @@ def test_compile_flag_compiles_the_blocks(tmp_path, monkeypatch):
     graphs_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     out = tmp_path / "clip.mp4"
     cli.main(["generate", "--prompt", "a red circle moving left", "--steps", "4", "--compile", "regional",
-              "--out", str(out)])
+              "--out", str(out), *extra])
     assert compiled == [True] and out.exists()
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > graphs_before
     torch._dynamo.reset()

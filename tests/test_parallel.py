@@ -182,6 +182,7 @@ def two_process_run(tmp_path_factory):
     """One torchrun launch: every plan on both models, then a plan that does not fit 2 processes."""
     out = tmp_path_factory.mktemp("parallel")
     cases = [{"name": f"{kind}_{plan}", "model": kind, "plan": plan} for kind in ("tiny", "demo") for plan in PLANS]
+    cases += [{"name": f"compiled_{plan}", "model": "tiny", "plan": plan, "compile": True} for plan in PLANS]
     cases.append({"name": "bad", "model": "tiny", "plan": "ulysses=4"})
     result = torchrun(out, cases, timeout_s=30)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -200,6 +201,26 @@ def test_two_processes_equal_the_single_process_sampler(two_process_run, kind, p
     for rank in range(2):
         got = load_file(two_process_run / f"{kind}_{plan}.rank{rank}.safetensors")["latent"]
         assert relative_error(got, expected) <= TOL, (rank, relative_error(got, expected))
+
+
+@pytest.mark.parametrize("plan", PLANS)
+def test_compiled_processes_equal_the_sampler_and_compile_nothing_the_second_time(two_process_run, plan):
+    """NextDiT.compile_blocks under every plan (a graph-counting backend that runs the graphs eagerly): the
+    result is the single-process eager sampler's (the same operations traced: rounding only, TOL), and a
+    second run compiles no graph. cfg and Ulysses trace their all-to-alls into the graph: at most one graph
+    per patch pair and batch shape; the ring's point-to-point exchange breaks the graph at each exchange,
+    so it compiles more pieces, once."""
+    model = load_model("tiny")
+    noise, cond, uncond, config = case_inputs(model, "tiny")
+    expected = sample(model, noise, cond, uncond, config)
+    pairs = {(stage.patch_size, stage.f_patch_size) for stage in config.stages}
+    for rank in range(2):
+        got = load_file(two_process_run / f"compiled_{plan}.rank{rank}.safetensors")["latent"]
+        assert relative_error(got, expected) <= TOL, (rank, relative_error(got, expected))
+        first, second = json.loads((two_process_run / f"compiled_{plan}.rank{rank}.graphs.json").read_text())
+        assert first >= 1 and second == 0, (rank, first, second)
+        if plan != "ring=2":
+            assert first <= 2 * len(pairs), (rank, first)
 
 
 def test_a_plan_that_does_not_fit_is_refused_before_any_work(two_process_run):

@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="torch.compile the transformer's blocks (default inductor backend; pays off on GPUs): "
                           "whole (the default with a bare --compile) makes one graph per patch pair and batch "
                           "shape, regional one per block, faster to compile. The first run at a size pays the compile "
-                          "time (README: Compile); another seed or size compiles nothing")
+                          "time (docs/compile.md); another seed or size compiles nothing, with --parallel too")
     gen.add_argument("--time-budget", type=finite_float, metavar="SECONDS",
                      help="fit the schedule into this many seconds of sampling (the model calls only; loading, text "
                           "encoding and decoding come on top): the same stages and switch points on a coarser grid, "
@@ -267,9 +267,6 @@ def check_parallel_args(args) -> None:
         if value is not None:
             raise UsageError(f"{flag} does not work with --parallel (it predicts or times single-process calls); "
                              f"drop {flag} or --parallel")
-    if args.compile is not None:
-        raise UsageError("--compile does not work with --parallel yet (the sequence-parallel attention's "
-                         "collectives are untested under torch.compile); drop --compile or --parallel")
     try:
         ParallelPlan.parse(args.parallel, world_size=1)
     except ValueError as error:
