@@ -147,9 +147,10 @@ class LuminaVideoMSTrainLoRA(io.ComfyNode):
                 io.Int.Input("frames", default=16, min=2, max=MAX_FRAMES,
                              tooltip="Frames of each clip trained on (its first ones): 8m or 8m+1 whose latent "
                                      "frames divide by the largest f-patch size (16 for the demo)."),
-                io.Int.Input("seed", default=0, min=0, max=2**63 - 1,
+                io.Int.Input("seed", default=0, min=0, max=2**63 - 1, control_after_generate=False,
                              tooltip="Seeds the LoRA's initial weights and every step's patch pair, batch, noise "
-                                     "and t: the same inputs train the same LoRA."),
+                                     "and t: the same inputs train the same LoRA (and a queue with unchanged inputs "
+                                     "reuses it, so the seed stays as typed)."),
             ],
             outputs=[
                 io.Custom(TRAIN_LORA.outputs[0][1]).Output(
