@@ -7,6 +7,7 @@ from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
 from .budget import LuminaVideoMSScheduleForTimeBudget
+from .finetune import LuminaVideoMSTrainLoRA
 from .guidance import LuminaVideoMSGuider, LuminaVideoMSModelSchedule, LuminaVideoMSSigmas
 from .loaders import (
     LuminaVideoMSModelLoader,
@@ -48,6 +49,7 @@ NODES: list[type[io.ComfyNode]] = [
     LuminaVideoMSStepCache,
     LuminaVideoMSVAEDecode,
     LuminaVideoMSVAEEncode,
+    LuminaVideoMSTrainLoRA,
 ]
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import comfy.conds
 import comfy.latent_formats
@@ -85,11 +85,13 @@ def encode_motion(value) -> torch.Tensor:
     return pairs.view(torch.int64)[None]
 
 
-def motion_at(encoded: torch.Tensor, t: float) -> torch.Tensor:
-    """float64 motion per row at time t from encoded rows [B, MOTION_SLOTS, 2]; NaN for rows that carry none."""
+def motion_at(encoded: torch.Tensor, t) -> torch.Tensor:
+    """float64 motion per row at time t (one float, or one per row) from encoded rows [B, MOTION_SLOTS, 2]; NaN
+    for rows that carry none."""
     pairs = encoded.view(torch.float64)
     thresholds, values = pairs[..., 0], pairs[..., 1]
-    last = (thresholds <= t).long().sum(dim=1).clamp(min=1) - 1  # the last pair that has started
+    times = torch.as_tensor(t, dtype=torch.float64).reshape(-1, 1)
+    last = (thresholds <= times).long().sum(dim=1).clamp(min=1) - 1  # the last pair that has started
     return values.gather(1, last[:, None])[:, 0]
 
 
@@ -124,13 +126,20 @@ def comfy_attention(q, k, v, key_mask):
     return attend(q, k, v, q.shape[1], mask=mask, skip_reshape=True, skip_output_reshape=True)
 
 
-def official_time(sigma: torch.Tensor, schedule: SampleConfig) -> float:
-    """The official t of a sampler's sigma: the schedule's own grid point when sigma is 1 - that point
+def official_times(sigma: torch.Tensor, schedule: SampleConfig) -> list[float]:
+    """The official t of each row's sigma: the schedule's own grid point when sigma is 1 - that point
     (exact, so thresholds switch where the official code switches them), else 1 - sigma."""
-    value = float(sigma.reshape(-1)[0])
     grid = schedule.grid()
-    hits = ((1.0 - grid) == value).nonzero()
-    return float(grid[hits[0, 0]]) if len(hits) else 1.0 - value
+    times = []
+    for value in sigma.reshape(-1).tolist():
+        hits = ((1.0 - grid) == value).nonzero()
+        times.append(float(grid[hits[0, 0]]) if len(hits) else 1.0 - value)
+    return times
+
+
+def official_time(sigma: torch.Tensor, schedule: SampleConfig) -> float:
+    """The official t of a sampler's call, whose rows share one sigma (the first row's; see ``official_times``)."""
+    return official_times(sigma.reshape(-1)[:1], schedule)[0]
 
 
 def stage_at(schedule: SampleConfig, t: float) -> Stage:
@@ -141,15 +150,18 @@ def stage_at(schedule: SampleConfig, t: float) -> Stage:
     return schedule.stages[0] if t < schedule.stages[0].t_start else schedule.stages[-1]
 
 
-def row_motion(schedule: SampleConfig, t: float, motion: Optional[torch.Tensor], motion_role: Optional[torch.Tensor],
-               batch: int) -> torch.Tensor:
-    """The motion score of each row at t: a row's own (``motion``, encoded rows), else the schedule's for its role
-    (``motion_role`` 1 = positive prompt, 0 = negative; all positive when None)."""
-    positive = torch.ones(batch, dtype=torch.bool) if motion_role is None else motion_role.bool().cpu()
-    scores = torch.where(positive, float(value_at(schedule.motion, t)), float(value_at(schedule.neg_motion, t)))
+def row_motion(schedule: SampleConfig, t: float | Sequence[float], motion: Optional[torch.Tensor],
+               motion_role: Optional[torch.Tensor], batch: int) -> torch.Tensor:
+    """The float64 motion score of each row at t (one float for all rows, or one per row): a row's own
+    (``motion``, encoded rows), else the schedule's for its role (``motion_role`` 1 = positive prompt, 0 =
+    negative; all positive when None)."""
+    times = [float(t)] * batch if isinstance(t, (int, float)) else [float(time) for time in t]
+    positive = [True] * batch if motion_role is None else motion_role.bool().cpu().tolist()
+    scores = torch.tensor([float(value_at(schedule.motion if role else schedule.neg_motion, time))
+                           for role, time in zip(positive, times)], dtype=torch.float64)
     if motion is not None:
-        own = motion_at(motion.cpu(), t)
-        scores = torch.where(torch.isnan(own), scores.double(), own)
+        own = motion_at(motion.cpu(), times)
+        scores = torch.where(torch.isnan(own), scores, own)
     return scores
 
 
@@ -186,29 +198,45 @@ class LuminaVideoDiT(NextDiT):
         ).execute(x, timesteps, context, attention_mask, motion, motion_role, transformer_options, **kwargs)
 
     def call_point(self, timesteps, transformer_options) -> tuple[SampleConfig, float, Stage]:
-        """The schedule a call runs under (the attached one, else the model's default), the call's official t,
-        and the stage (patch pair) the schedule gives that t."""
+        """The schedule a call runs under (the attached one, else the model's default), the call's official t
+        (a sampler's rows share one sigma) and the stage (patch pair) the schedule gives that t."""
         schedule = transformer_options.get(SCHEDULE_KEY) or self.default_schedule
         t = official_time(timesteps, schedule)
         return schedule, t, stage_at(schedule, t)
 
     @torch.compiler.disable(recursive=False)
     def _forward(self, x, timesteps, context, attention_mask, motion, motion_role, transformer_options, **kwargs):
-        t_rows, attention_mask, scores, stage = self._call_inputs(x, timesteps, context, attention_mask, motion,
-                                                                  motion_role, transformer_options)
-        velocity = NextDiT.forward(self, x, t_rows, context, attention_mask, scores, stage.patch_size,
-                                   stage.f_patch_size)
+        t_rows, attention_mask, scores, stages = self._call_inputs(x, timesteps, context, attention_mask, motion,
+                                                                   motion_role, transformer_options)
+        rows_of: dict[Stage, list[int]] = {}
+        for row, stage in enumerate(stages):
+            rows_of.setdefault(stage, []).append(row)
+        if len(rows_of) == 1:  # every sampler call: one sigma for all rows
+            stage = stages[0]
+            return -NextDiT.forward(self, x, t_rows, context, attention_mask, scores, stage.patch_size,
+                                    stage.f_patch_size)
+        # rows at different sigmas (a training batch) whose t fall in different stages: each group at its pair
+        parts, order = [], []
+        for stage, rows in rows_of.items():
+            index = torch.tensor(rows, device=x.device)
+            parts.append(NextDiT.forward(self, x[index], t_rows[index], context[index], attention_mask[index],
+                                         scores[index], stage.patch_size, stage.f_patch_size))
+            order += rows
+        velocity = torch.cat(parts)[torch.tensor(order, device=x.device).argsort()]
         return -velocity
 
     @torch.compiler.disable
     def _call_inputs(self, x, timesteps, context, attention_mask, motion, motion_role, transformer_options):
-        """NextDiT.forward's t rows, caption mask, motion scores and stage for one ComfyUI call."""
-        schedule, t, stage = self.call_point(timesteps, transformer_options)
+        """NextDiT.forward's t per row (each row's own sigma), caption mask, motion scores, and each row's stage,
+        for one ComfyUI call."""
+        schedule = transformer_options.get(SCHEDULE_KEY) or self.default_schedule
         batch = x.shape[0]
-        scores = row_motion(schedule, t, motion, motion_role, batch)
+        times = official_times(timesteps.expand(batch) if timesteps.numel() == 1 else timesteps, schedule)
+        scores = row_motion(schedule, times, motion, motion_role, batch)
         if attention_mask is None:
             attention_mask = torch.ones(context.shape[:2], dtype=torch.long, device=x.device)
-        return torch.full((batch,), t, device=x.device), attention_mask, scores.to(x.device, torch.float32), stage
+        t_rows = torch.tensor(times, dtype=torch.float32, device=x.device)
+        return t_rows, attention_mask, scores.to(x.device, torch.float32), [stage_at(schedule, t) for t in times]
 
 
 # -- BaseModel and its config ---------------------------------------------------------------------------------

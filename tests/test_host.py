@@ -33,7 +33,7 @@ NODE_IDS = {
     "LuminaVideoMSStageSampler", "LuminaVideoMSVAEDecode", "LuminaVideoMSMotionConditioning",
     "LuminaVideoMSModelSchedule", "LuminaVideoMSSigmas", "LuminaVideoMSGuider", "LuminaVideoMSVAEEncode",
     "LuminaVideoMSTextEncodeCLIP", "LuminaVideoMSStepCache", "LuminaVideoMSScheduleForTimeBudget",
-    "LuminaVideoMSRaySampler",
+    "LuminaVideoMSRaySampler", "LuminaVideoMSTrainLoRA",
 }
 
 

@@ -208,6 +208,28 @@ def test_motion_travels_per_row_and_batches(model, captions, latent):
     assert relative_error(core_own, with_own) < SAME_PATH_TOL
 
 
+ROW_TOL = 1e-5
+"""A row in a batch vs the same row alone (fp32, CPU): the same arithmetic over other batch shapes (measured
+below 1e-6)."""
+
+
+@pytest.mark.parametrize("sigmas", [(0.5, 0.3), (0.95, 0.3)], ids=["same-stage", "two-stages"])
+def test_each_row_runs_at_its_own_sigma(model, captions, sigmas):
+    """A batch whose rows carry different sigmas (ComfyUI's Train LoRA, or any batch_size > 1 training batch) runs
+    each row at its own t, and at the patch pair the schedule gives that t (demo: t 0.05 -> 2x2, 0.5 and
+    0.7 -> 1x1): each row equals that row run alone."""
+    network = model.model.diffusion_model
+    features, extras = captions[0][0]
+    context, mask = features.repeat(2, 1, 1), extras["attention_mask"].repeat(2, 1)
+    x = torch.randn((2, 16, 4, 4, 4), generator=torch.Generator().manual_seed(0))
+    sigma = torch.tensor(sigmas)
+    batch = network(x, sigma, context, attention_mask=mask, transformer_options={})
+    for row in range(2):
+        alone = network(x[row:row + 1], sigma[row:row + 1], context[:1], attention_mask=mask[:1],
+                        transformer_options={})
+        assert relative_error(batch[row:row + 1], alone) < ROW_TOL, row
+
+
 # -- what ComfyUI's model nodes do with it ---------------------------------------------------------------------
 def lora_file(model, path, rank=4, scale=0.0, seed=0) -> dict:
     """A LoRA over every attention projection of the model, in `diffusion_model.` keys (how ComfyUI names

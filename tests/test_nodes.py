@@ -99,7 +99,7 @@ def test_entrypoint_lists_every_node_once():
     extension = asyncio.run(pack.comfy_entrypoint())
     listed = asyncio.run(extension.get_node_list())
     ids = [node.GET_SCHEMA().node_id for node in listed]
-    assert listed == NODES and len(set(ids)) == len(ids) == 22
+    assert listed == NODES and len(set(ids)) == len(ids) == 23
     assert pack.WEB_DIRECTORY == "./js" and not hasattr(pack, "NODE_CLASS_MAPPINGS")
 
 

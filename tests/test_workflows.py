@@ -61,7 +61,7 @@ EXPECTED = {
     "lumina_video_demo_step_cache.json", "lumina_video_demo_time_budget.json",
     "lumina_video_demo_ksampler_model_schedule.json", "lumina_video_demo_video_to_video.json",
     "lumina_video_demo_schedule_stages.json", "lumina_video_demo_ray_sampler.json",
-    "lumina_video_t2v_comfy_clip_text_encoder.json",
+    "lumina_video_t2v_comfy_clip_text_encoder.json", "lumina_video_demo_train_lora.json",
 }
 NODE_FIELDS = ("id", "type", "pos", "size", "flags", "order", "mode", "inputs", "outputs", "properties",
                "widgets_values")

@@ -20,7 +20,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from tqdm import tqdm
@@ -173,6 +173,61 @@ def check_settings(settings: FinetuneSettings) -> None:
             raise ValueError(f"{flag} {path} does not exist; give an existing file or folder")
 
 
+class LoRATraining:
+    """A LoRA being trained on a transformer by the pack's recipe: LoRA layers added to ``model`` (its own weights
+    frozen, never written), AdamW over them, gradient checkpointing, bf16 autocast where the device has bf16 matrix
+    instructions, and the CPU generator that draws every step's patch pair (uniformly from the model's pairs),
+    batch, noise and t. The command line and the ComfyUI node both train through it."""
+
+    def __init__(self, model: NextDiT, rank: int, alpha: Optional[float], lr: float, seed: int, videos: int = 2,
+                 images: int = 1, caption_dropout: float = CAPTION_DROPOUT, motion_dropout: float = MOTION_DROPOUT):
+        add_lora(model, rank, alpha, seed)
+        model.set_token_runner(checkpointed_runner(model))
+        model.train()
+        self.model = model
+        self.parameters = [p for layer in lora_layers(model).values() for p in layer.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=lr, weight_decay=0.0)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.bf16 = native_bf16(self.parameters[0].device)
+        self.videos, self.images = videos, images
+        self.caption_dropout, self.motion_dropout = caption_dropout, motion_dropout
+        self.step = 0
+
+    @property
+    def pair_names(self) -> list[str]:
+        """The model's patch pairs as "FxP" (f-patch x patch), in the model's order."""
+        return [f"{f}x{p}" for p, f in self.model.config.patch_pairs]
+
+    def train(self, encoded: dict, steps: int, on_step: Optional[Callable[[int, str, float, float], None]] = None,
+              stop: Optional[Callable[[], bool]] = None) -> None:
+        """Train on an encoded data set (``lumina_core.flow_matching``) until ``steps`` steps are done, or until
+        ``stop()``, asked before each step, says so. After each step ``on_step(step, patch pair "FxP", loss,
+        seconds)`` (it may raise to abort, e.g. on a cancel)."""
+        pairs = self.model.config.patch_pairs
+        while self.step < steps:
+            if stop is not None and stop():
+                break
+            started = time.monotonic()
+            pair = pairs[int(torch.randint(len(pairs), (1,), generator=self.generator))]
+            loss = training_step(self.model, self.optimizer, encoded, pair, self.videos, self.images, self.generator,
+                                 self.caption_dropout, self.motion_dropout, self.bf16)
+            self.step += 1
+            if on_step is not None:
+                on_step(self.step, f"{pair[1]}x{pair[0]}", loss, time.monotonic() - started)
+
+    def state(self) -> dict:
+        """What resuming needs: the LoRA, the optimiser, the generator and the step."""
+        lora = {name: tensor for name, tensor in self.model.state_dict().items() if ".down." in name or ".up." in name}
+        return {"lora": lora, "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
+                "step": self.step}
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["lora"], strict=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"].cpu())
+        self.step = state["step"]
+
+
 def finetune(settings: FinetuneSettings) -> Path:
     """Train (or resume) a LoRA as the module docstring says; returns the LoRA file."""
     check_settings(settings)
@@ -181,71 +236,62 @@ def finetune(settings: FinetuneSettings) -> Path:
     cached = cached_data(settings)
     device = torch.device(settings.device)
     encoded = {**cached, **{key: cached[key].to(device) for key in DEVICE_TENSORS}}
-    model = load_transformer(settings)
-    add_lora(model, settings.rank, settings.alpha, settings.seed)
-    model.set_token_runner(checkpointed_runner(model))
-    model.train()
-    parameters = [p for layer in lora_layers(model).values() for p in layer.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=0.0)
-    generator = torch.Generator().manual_seed(settings.seed)
-    bf16 = native_bf16(device)
-    step = 0
+    training = LoRATraining(load_transformer(settings), settings.rank, settings.alpha, settings.lr, settings.seed,
+                            settings.videos, settings.images, settings.caption_dropout, settings.motion_dropout)
+    model = training.model
     if settings.resume and settings.state_path.exists():
         state = torch.load(settings.state_path, weights_only=True, map_location=device)
         if state["recipe"] != settings.recipe():
             raise ValueError(f"--resume: {settings.state_path} was trained with {state['recipe']}, not "
                              f"{settings.recipe()}; resume with those settings or start afresh without --resume")
-        model.load_state_dict(state["lora"], strict=False)
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"].cpu())
-        step = state["step"]
-        log(settings.log_path, f"resumed at step {step}")
+        training.load_state(state)
+        log(settings.log_path, f"resumed at step {training.step}")
     pairs = model.config.patch_pairs
     shifts = {f"{f}x{p}": time_shift((p, f), pairs, video=True) for p, f in pairs}
     log(settings.log_path, f"finetune: LoRA rank {settings.rank} alpha {float(settings.alpha or settings.rank)} on "
-                           f"{len(lora_layers(model))} linears ({sum(p.numel() for p in parameters)} parameters), "
-                           f"patch pairs with video time shifts {shifts}, {settings.videos} clips + {settings.images} "
-                           f"stills per step, lr {settings.lr}, {device}, {'bf16 autocast' if bf16 else 'float32'}")
+                           f"{len(lora_layers(model))} linears ({sum(p.numel() for p in training.parameters)} "
+                           f"parameters), patch pairs with video time shifts {shifts}, {settings.videos} clips + "
+                           f"{settings.images} stills per step, lr {settings.lr}, {device}, "
+                           f"{'bf16 autocast' if training.bf16 else 'float32'}")
 
     def save_state() -> None:
-        lora = {name: tensor for name, tensor in model.state_dict().items() if ".down." in name or ".up." in name}
         with atomic_target(settings.state_path) as temp:  # an interrupted save keeps the previous state
-            torch.save({"lora": lora, "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-                        "step": step, "recipe": settings.recipe()}, temp)
+            torch.save({**training.state(), "recipe": settings.recipe()}, temp)
 
     deadline = None if settings.minutes is None else began + 60 * settings.minutes
     slowest = 0.0
-    recent = {f"{f}x{p}": [] for p, f in pairs}
+    recent = {name: [] for name in training.pair_names}
 
     def log_per_pair() -> None:
         means = " ".join(f"{name}={sum(losses) / len(losses):.4f}" for name, losses in recent.items() if losses)
-        log(settings.log_path, f"step {step} mean loss per patch pair (last {RECENT} each): {means}")
+        log(settings.log_path, f"step {training.step} mean loss per patch pair (last {RECENT} each): {means}")
 
-    bar = tqdm(total=settings.steps, initial=step, desc="finetune")
-    while step < settings.steps:
+    def out_of_time() -> bool:
         if deadline is not None and time.monotonic() + 2 * slowest > deadline:
-            log(settings.log_path, f"stopped at step {step}: the --minutes {settings.minutes} budget is spent")
-            break
-        started = time.monotonic()
-        pair = pairs[int(torch.randint(len(pairs), (1,), generator=generator))]
-        loss = training_step(model, optimizer, encoded, pair, settings.videos, settings.images, generator,
-                             settings.caption_dropout, settings.motion_dropout, bf16)
-        step += 1
-        slowest = max(slowest, time.monotonic() - started)
-        name = f"{pair[1]}x{pair[0]}"
+            log(settings.log_path, f"stopped at step {training.step}: the --minutes {settings.minutes} budget is spent")
+            return True
+        return False
+
+    bar = tqdm(total=settings.steps, initial=training.step, desc="finetune")
+
+    def logged(step: int, name: str, loss: float, seconds: float) -> None:
+        nonlocal slowest
+        slowest = max(slowest, seconds)
         recent[name] = (recent[name] + [loss])[-RECENT:]
         log(settings.log_path, f"step {step} patch {name} loss {loss:.5f}")
         if step % RECENT == 0:
             log_per_pair()
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", patch=name)
+
+    training.train(encoded, settings.steps, on_step=logged, stop=out_of_time)
     bar.close()
     log_per_pair()
     save_state()
-    metadata = {"base_model": str(settings.model or "lumina-video-demo"), "steps": step,
+    metadata = {"base_model": str(settings.model or "lumina-video-demo"), "steps": training.step,
                 "recipe": json.dumps({**asdict(settings), "data": str(settings.data), "out": str(settings.out),
                                       "model": str(settings.model), "text_encoder": str(settings.text_encoder),
                                       "tokenizer": str(settings.tokenizer), "vae": str(settings.vae)})}
     path = save_lora(model, settings.out, metadata)
-    log(settings.log_path, f"wrote {path} at step {step} in {time.monotonic() - began:.0f} s")
+    log(settings.log_path, f"wrote {path} at step {training.step} in {time.monotonic() - began:.0f} s")
     return path

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 MODEL, CONDITIONING, LATENT, IMAGE, VIDEO = "MODEL", "CONDITIONING", "LATENT", "IMAGE", "VIDEO"  # ComfyUI's types
+INT, LORA_MODEL = "INT", "LORA_MODEL"  # LORA_MODEL: core Train LoRA's output, what SaveLoRA and LoraModelLoader take
 TEXT_ENCODER = "LUMINA_VIDEO_TEXT_ENCODER"  # the pack's own: what core has no type for
 SCHEDULE = "LUMINA_VIDEO_SCHEDULE"
 VAE = "LUMINA_VIDEO_VAE"
@@ -61,8 +62,12 @@ SAMPLER = NodeNames("LuminaVideoMSSampler", ("seed",),
                     outputs=(("latent", LATENT),), control_after="seed")
 VAE_DECODE = NodeNames("LuminaVideoMSVAEDecode", ("tiled", "fps"), inputs=(("vae", VAE), ("latent", LATENT)),
                        outputs=(("images", IMAGE), ("video", VIDEO)))
+TRAIN_LORA = NodeNames("LuminaVideoMSTrainLoRA", ("data", "steps", "rank", "alpha", "lr", "width", "height", "frames",
+                                                 "seed"),
+                       inputs=(("model", MODEL), ("text_encoder", TEXT_ENCODER), ("vae", VAE)),
+                       outputs=(("lora", LORA_MODEL), ("loss_graph", IMAGE), ("steps", INT)))
 PACK_NODES = (MODEL_LOADER, TEXT_ENCODER_LOADER, VAE_LOADER, TEXT_ENCODE, SCHEDULE_JSON, EMPTY_LATENT_VIDEO, STEP_CACHE,
-              SAMPLER, VAE_DECODE)
+              SAMPLER, VAE_DECODE, TRAIN_LORA)
 
 SAVE_VIDEO = NodeNames("SaveVideo", ("filename_prefix", "format", "codec"), inputs=(("video", VIDEO),))
 """ComfyUI's own Save Video node."""
