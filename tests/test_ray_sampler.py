@@ -171,4 +171,4 @@ def test_the_pack_and_its_other_nodes_do_not_import_ray():
                             cwd=tests, env={**os.environ, "COMFYUI_PATH": COMFYUI_PATH,
                                             "PYTHONPATH": f"{tests}:{tests.parent}"})
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split()[-2:] == ["22", "False"]
+    assert result.stdout.split()[-2:] == ["23", "False"]
