@@ -40,9 +40,8 @@ from lumina_core.sampling import SampleConfig
 from lumina_core.vae import decode, encode
 from lumina_core.video_io import write_mp4
 from training import demo_data
+from training.vae_colours import NEW_COLOURS, mean_hue
 
-NEW_COLOURS = {"purple": (0.55, 0.15, 0.90),  # hue 272: between blue (230) and magenta (304)
-               "orange": (0.95, 0.50, 0.10)}  # hue 32: between red (3) and yellow (53)
 PROMPTS = [("red", "circle", "left"), ("blue", "square", "right"), ("green", "triangle", "up"),
            ("yellow", "circle", "down"), ("cyan", "square", "left"), ("magenta", "triangle", "right")]
 
@@ -69,16 +68,6 @@ def vae_round_trip(vae, new: str):
     with mock.patch.dict(demo_data.COLOURS, {new: NEW_COLOURS[new]}):
         frames = torch.from_numpy(demo_data.render(spec)).float()[None] / 255
     return decode(vae, encode(vae, frames))[0].numpy()
-
-
-def mean_hue(frames) -> float:
-    """Circular mean hue in degrees of the saturated pixels (NaN without a shape)."""
-    frames = np.asarray(frames, dtype=np.float32)
-    pixels = frames[demo_data.shape_pixels(frames)]
-    if len(pixels) < demo_data.MIN_SHAPE_PIXELS * len(frames):
-        return math.nan
-    hues = np.radians([demo_data.hue_of(p) for p in pixels[:: max(1, len(pixels) // 2000)]])
-    return math.degrees(math.atan2(np.sin(hues).mean(), np.cos(hues).mean())) % 360
 
 
 def measure(model, parts, prompts, centres: dict) -> dict:
