@@ -13,6 +13,7 @@ from .loaders import (
     LuminaVideoMSTextEncoderLoader,
     LuminaVideoMSVAELoader,
 )
+from .model_files import register_demo_loras
 from .motion import LuminaVideoMSMotionConditioning, LuminaVideoMSMotionScore, LuminaVideoMSMotionScoreFromVideo
 from .ray_sampler import LuminaVideoMSRaySampler
 from .sampler import LuminaVideoMSSampler, LuminaVideoMSStageSampler
@@ -49,6 +50,8 @@ NODES: list[type[io.ComfyNode]] = [
     LuminaVideoMSVAEDecode,
     LuminaVideoMSVAEEncode,
 ]
+
+register_demo_loras()
 
 
 class LuminaVideoExtension(ComfyExtension):
