@@ -1,11 +1,14 @@
 """LoRA fine-tuning shown on the demo: teach the demo transformer a colour word its tokenizer knows but its
 training never showed (purple or orange), and check that the trained colours stay right (docs/finetune.md).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/finetune_colour.py --colour orange --out out/orange
+    .venv/bin/python benchmarks/finetune_colour.py --colour purple --out out/purple --steps 3000
+
+(the shipped lumina_core/demo/loras/lumina_video_demo_purple.safetensors is that run's LoRA).
 
 1. Checks that the demo VAE can carry the colour at all: a rendered clip of it through encode and decode must
-   keep saturated pixels (the demo VAE saw only the six trained colours; it turns purple into grey, so no
-   transformer LoRA can make purple through it). Its hue after the round trip is the colour's centre below.
+   keep saturated pixels (the demo VAE's encoder learned purple and orange in training/vae_colours.py; a VAE
+   that returns the colour as grey leaves no LoRA a way to make it). Its hue after the round trip is the
+   colour's centre below.
 2. Renders a data folder with the demo's own procedural renderer (training/demo_data.py): ``--clips`` clips
    and ``--stills`` stills of the new colour, plus ``--others`` clips of the six trained colours (so the LoRA
    sees the old words too), each an .mp4/.png with its .txt caption.
