@@ -1,11 +1,14 @@
 """LoRA fine-tuning shown on the demo: teach the demo transformer a colour word its tokenizer knows but its
 training never showed (purple or orange), and check that the trained colours stay right (docs/finetune.md).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/finetune_colour.py --colour orange --out out/orange
+    .venv/bin/python benchmarks/finetune_colour.py --colour purple --out out/purple --steps 3000
+
+(the shipped lumina_core/demo/loras/lumina_video_demo_purple.safetensors is that run's LoRA).
 
 1. Checks that the demo VAE can carry the colour at all: a rendered clip of it through encode and decode must
-   keep saturated pixels (the demo VAE saw only the six trained colours; it turns purple into grey, so no
-   transformer LoRA can make purple through it). Its hue after the round trip is the colour's centre below.
+   keep saturated pixels (the demo VAE's encoder learned purple and orange in training/vae_colours.py; a VAE
+   that returns the colour as grey leaves no LoRA a way to make it). Its hue after the round trip is the
+   colour's centre below.
 2. Renders a data folder with the demo's own procedural renderer (training/demo_data.py): ``--clips`` clips
    and ``--stills`` stills of the new colour, plus ``--others`` clips of the six trained colours (so the LoRA
    sees the old words too), each an .mp4/.png with its .txt caption.
@@ -40,9 +43,8 @@ from lumina_core.sampling import SampleConfig
 from lumina_core.vae import decode, encode
 from lumina_core.video_io import write_mp4
 from training import demo_data
+from training.vae_colours import NEW_COLOURS, mean_hue
 
-NEW_COLOURS = {"purple": (0.55, 0.15, 0.90),  # hue 272: between blue (230) and magenta (304)
-               "orange": (0.95, 0.50, 0.10)}  # hue 32: between red (3) and yellow (53)
 PROMPTS = [("red", "circle", "left"), ("blue", "square", "right"), ("green", "triangle", "up"),
            ("yellow", "circle", "down"), ("cyan", "square", "left"), ("magenta", "triangle", "right")]
 
@@ -69,16 +71,6 @@ def vae_round_trip(vae, new: str):
     with mock.patch.dict(demo_data.COLOURS, {new: NEW_COLOURS[new]}):
         frames = torch.from_numpy(demo_data.render(spec)).float()[None] / 255
     return decode(vae, encode(vae, frames))[0].numpy()
-
-
-def mean_hue(frames) -> float:
-    """Circular mean hue in degrees of the saturated pixels (NaN without a shape)."""
-    frames = np.asarray(frames, dtype=np.float32)
-    pixels = frames[demo_data.shape_pixels(frames)]
-    if len(pixels) < demo_data.MIN_SHAPE_PIXELS * len(frames):
-        return math.nan
-    hues = np.radians([demo_data.hue_of(p) for p in pixels[:: max(1, len(pixels) // 2000)]])
-    return math.degrees(math.atan2(np.sin(hues).mean(), np.cos(hues).mean())) % 360
 
 
 def measure(model, parts, prompts, centres: dict) -> dict:

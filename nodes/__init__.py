@@ -14,6 +14,7 @@ from .loaders import (
     LuminaVideoMSTextEncoderLoader,
     LuminaVideoMSVAELoader,
 )
+from .model_files import register_demo_loras
 from .motion import LuminaVideoMSMotionConditioning, LuminaVideoMSMotionScore, LuminaVideoMSMotionScoreFromVideo
 from .ray_sampler import LuminaVideoMSRaySampler
 from .sampler import LuminaVideoMSSampler, LuminaVideoMSStageSampler
@@ -51,6 +52,8 @@ NODES: list[type[io.ComfyNode]] = [
     LuminaVideoMSVAEEncode,
     LuminaVideoMSTrainLoRA,
 ]
+
+register_demo_loras()
 
 
 class LuminaVideoExtension(ComfyExtension):

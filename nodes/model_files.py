@@ -7,6 +7,7 @@ import os
 
 import folder_paths
 
+from ..lumina_core import demo
 from ..lumina_core.app.node_table import DEMO_ENTRY as DEMO
 
 
@@ -111,3 +112,10 @@ def resolve(folder_name: str, name: str, markers: tuple[str, ...]) -> str:
     raise FileNotFoundError(f"{name!r} is not a file or model folder in ComfyUI's '{folder_name}' folders "
                             f"({shown_folders(folder_name)}); "
                             "put it there and refresh the node list (press R), or pick another entry")
+
+
+def register_demo_loras() -> None:
+    """Add the folder of the LoRAs that ship with the demo (lumina_core/demo/loras) to ComfyUI's 'loras' folders,
+    after the user's own (as ComfyUI adds output/loras), so Load LoRA lists them without a copy. Other LoRAs keep
+    their names and paths; a user's file of the same name comes first."""
+    folder_paths.add_model_folder_path("loras", str(demo.LORAS_DIR))

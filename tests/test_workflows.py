@@ -230,8 +230,8 @@ def test_note_says_which_files_go_where(path):
             assert name in notes, name
 
 
-LOCAL_FILES = {"lumina_video_demo_lora.safetensors"}
-"""Files a workflow names that have no download: the demo LoRA is one the user makes (its Note says how)."""
+LOCAL_FILES = {"lumina_video_demo_purple.safetensors"}
+"""Files a workflow names that have no download: the demo LoRA ships with the pack (lumina_core/demo/loras)."""
 
 
 @by_name

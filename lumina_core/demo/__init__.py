@@ -23,6 +23,8 @@ MODELS_DIR = Path(__file__).parent / "models"
 TRANSFORMER_FILE = "transformer.safetensors"
 VAE_FILE = "vae.safetensors"
 TEXT_ENCODER_DIR = "text_encoder"  # Gemma-2 config + weights + tokenizer files
+LORAS_DIR = Path(__file__).parent / "loras"  # LoRAs made on the demo (docs/finetune.md); ComfyUI lists them
+LORA_PURPLE = "lumina_video_demo_purple.safetensors"  # teaches the word "purple" (benchmarks/finetune_colour.py)
 DEMO_IS_TRAINED = all((MODELS_DIR / name).exists() for name in (TRANSFORMER_FILE, VAE_FILE, TEXT_ENCODER_DIR))
 DEMO_SEED = 0
 # Coarse patch first, fine last (as the official presets). Measured on the trained demo
