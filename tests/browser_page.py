@@ -22,6 +22,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 VIEWPORT = {"width": 1600, "height": 900}
 EXAMPLES = ROOT / "example_workflows"
+DEMO_WORKFLOW = EXAMPLES / "lumina_video_demo_cpu.json"
 PACK_URLS = ("/extensions/comfyui-lumina-video/", "/lumina_video/")
 """A request, console message or failure that mentions one of these concerns the pack's own files or route."""
 EXTENSION = "LuminaVideo.ScheduleTimeline"
@@ -47,6 +48,30 @@ def browser_missing() -> str | None:
     if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
         return f"no Chromium at {CHROMIUM} (install chromium or set CHROMIUM to its binary)"
     return None
+
+
+def require_browser() -> None:
+    """Run at the top of a browser test module: skips the module without a ComfyUI host, and without playwright
+    or Chromium outside CI (in CI every browser test must run: the ``browser`` fixture fails there instead)."""
+    import pytest
+    from comfy_host import IN_CI, require_host
+
+    require_host()
+    missing = browser_missing()
+    if missing and not IN_CI:
+        pytest.skip(missing, allow_module_level=True)
+
+
+def browser_for_tests() -> Iterator[playwright.sync_api.Browser]:  # noqa: F821
+    """What a browser test module's ``browser`` fixture yields: :func:`chromium`, or, where it cannot start (only
+    in CI, since :func:`require_browser` skips elsewhere), a failure that says why."""
+    import pytest
+
+    missing = browser_missing()
+    if missing:
+        pytest.fail(f"CI is set, so the browser tests must run, but they cannot: {missing}", pytrace=False)
+    with chromium() as instance:
+        yield instance
 
 
 def example_workflows() -> list[Path]:

@@ -21,32 +21,27 @@ import urllib.request
 import av
 import numpy as np
 import pytest
-from comfy_host import IN_CI, ROOT, require_host, running_server
-from PIL import Image
-
-require_host()
-
 from browser_page import (
+    DEMO_WORKFLOW,
     EXAMPLES,
     EXTENSION,
     TIMELINE,
     PackPage,
-    browser_missing,
-    chromium,
+    browser_for_tests,
     demo_graph,
     example_workflows,
     node,
     place_referenced_files,
+    require_browser,
     schedule_graph,
     write_settings,
 )
+from comfy_host import ROOT, running_server
+from PIL import Image
 
-BROWSER_MISSING = browser_missing()
-if BROWSER_MISSING and not IN_CI:
-    pytest.skip(BROWSER_MISSING, allow_module_level=True)
+require_browser()
 
 UI_ONLY = {"Note", "MarkdownNote"}  # frontend-only nodes, never in a prompt
-DEMO_WORKFLOW = EXAMPLES / "lumina_video_demo_cpu.json"
 TIMELINE_HEIGHT = 58  # js/lumina_video.js HEIGHT; the stage bars span y 6..34 of it, left/right margin 10
 PATCH_COLOURS = {"2x4": (0x3B, 0x6F, 0xB6), "1x4": (0x4F, 0x86, 0xC6), "2x2": (0x3F, 0x9E, 0x6E),
                  "1x2": (0xC9, 0x8A, 0x2B), "1x1": (0xB8, 0x50, 0x3A)}
@@ -67,10 +62,7 @@ def server():
 
 @pytest.fixture(scope="module")
 def browser():
-    if BROWSER_MISSING:  # only with CI set: there the browser tests must run, so each of them fails
-        pytest.fail(f"CI is set, so the browser tests must run, but they cannot: {BROWSER_MISSING}", pytrace=False)
-    with chromium() as instance:
-        yield instance
+    yield from browser_for_tests()
 
 
 @pytest.fixture

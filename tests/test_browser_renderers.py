@@ -17,25 +17,19 @@ import json
 import re
 
 import pytest
-from comfy_host import IN_CI, NEWEST_FRONTEND, NEWEST_FRONTEND_ROOT, require_host, running_server
-
-require_host()
-
-from browser_page import (  # noqa: E402
-    EXAMPLES,
+from browser_page import (
+    DEMO_WORKFLOW,
     PackPage,
-    browser_missing,
-    chromium,
+    browser_for_tests,
     example_workflows,
     place_referenced_files,
+    require_browser,
     write_settings,
 )
+from comfy_host import IN_CI, NEWEST_FRONTEND, NEWEST_FRONTEND_ROOT, running_server
 
-BROWSER_MISSING = browser_missing()
-if BROWSER_MISSING and not IN_CI:
-    pytest.skip(BROWSER_MISSING, allow_module_level=True)
+require_browser()
 
-DEMO_WORKFLOW = EXAMPLES / "lumina_video_demo_cpu.json"
 FRONTENDS = {"pinned": None, "newest": NEWEST_FRONTEND_ROOT}
 VIEWS = [(frontend, renderer) for frontend in FRONTENDS for renderer in ("classic", "vue")]
 WHITE, RED, GREY = "#ffffff", "#e05555", "#aaaaaa"  # js/lumina_video.js: stage labels, refusals, the latent size
@@ -104,10 +98,7 @@ class View:
 
 @pytest.fixture(scope="module")
 def browser():
-    if BROWSER_MISSING:
-        pytest.fail(f"CI is set, so the browser tests must run, but they cannot: {BROWSER_MISSING}", pytrace=False)
-    with chromium() as instance:
-        yield instance
+    yield from browser_for_tests()
 
 
 @pytest.fixture(scope="module")
