@@ -44,6 +44,8 @@ from browser_page import (
     write_settings,
 )
 
+from lumina_core import demo
+
 WIDGET_VIEW = {"width": 1480, "height": 860}
 SCALE = 1.0  # canvas zoom of the workflow shots: notes and widgets readable when the PNG is viewed at 100 %
 THUMBNAIL = (512, 384)  # template browser cards crop their picture to about 4:3
@@ -91,13 +93,18 @@ def viewport_for(workflow: Path) -> dict:
             "height": max(900, round(height * SCALE + CHROME["top"] + CHROME["bottom"] + 2 * MARGIN + 40))}
 
 
+SHIPPED_LORAS = {path.name for path in demo.LORAS_DIR.glob("*.safetensors")}
+"""The demo LoRAs the pack ships and adds to ComfyUI's loras folders (lumina_core/demo/loras)."""
+
+
 def runs_on_the_demo(workflow: Path) -> bool:
     """Whether the workflow runs here as it is: its Lumina-Video loaders all pick the built-in demo components and
-    it picks no other model file (a LoRA the user makes first, a text encoder to download)."""
+    it picks no other model file (a LoRA the user makes first, a text encoder to download) but the LoRAs the pack
+    ships."""
     saved = json.loads(workflow.read_text())
     loaders = [node["widgets_values"][0] for node in saved["nodes"] if node["type"] in comfy_host.LOADER_FOLDERS]
-    core_files = [node for node in saved["nodes"] if node["type"] in comfy_host.CORE_LOADERS]
-    return bool(loaders) and set(loaders) == {comfy_host.DEMO} and not core_files
+    core_files = [node["widgets_values"][0] for node in saved["nodes"] if node["type"] in comfy_host.CORE_LOADERS]
+    return bool(loaders) and set(loaders) == {comfy_host.DEMO} and set(core_files) <= SHIPPED_LORAS
 
 
 SHOWN_JS = """() => {
@@ -193,6 +200,8 @@ def place_files(base: Path, workflows: list[Path]) -> None:
     """What the workflows pick (tests/browser_page.py's stand-ins), with the pack's own reference clip in the input
     folder instead of the stand-in clip, so the runs show the clip users get."""
     place_referenced_files(base, workflows)
+    for name in SHIPPED_LORAS:  # the pack's own file, not a stand-in that the user's loras folder would put first
+        (base / "models" / "loras" / name).unlink(missing_ok=True)
     for path in workflows:
         for node_type, name in comfy_host.referenced_files(json.loads(path.read_text())):
             shipped = path.parent / name
